@@ -1,0 +1,31 @@
+"""Liveness, readiness and the published OpenAPI document."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from connector.errors import StoreUnavailable
+from connector.services import Services
+
+OPENAPI: Final = Path(__file__).resolve().parents[2] / "openapi.yaml"
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    services: Services = request.app.state.services
+    try:
+        await services.store.ping()
+    except StoreUnavailable as exc:
+        return JSONResponse({"status": "unavailable", "detail": exc.message}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+async def openapi(request: Request) -> Response:
+    return Response(OPENAPI.read_bytes(), media_type="application/yaml")

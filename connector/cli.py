@@ -1,0 +1,91 @@
+"""The `connector` command: serve (web + dispatcher), worker (dispatcher alone), migrate, purge."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+
+import uvicorn
+from starlette.applications import Starlette
+
+from connector import logs
+from connector.app import create_app
+from connector.services import Services
+from connector.settings import Settings, SettingsError
+
+
+def app_from_env() -> Starlette:
+    """Uvicorn factory: each worker process reads the environment itself."""
+    settings = Settings.from_env()
+    logs.configure(settings.log_level, settings.log_format)
+    return create_app(settings)
+
+
+def _serve(settings: Settings, workers: int) -> None:
+    # Migrate once before forking workers so they never race on a fresh file.
+    asyncio.run(_migrate(settings))
+    uvicorn.run(
+        "connector.cli:app_from_env", factory=True, host=settings.host, port=settings.port,
+        workers=workers, access_log=False, log_level="warning", loop="uvloop",
+        http="httptools", lifespan="on", timeout_graceful_shutdown=15,
+    )
+
+
+async def _migrate(settings: Settings) -> None:
+    services = Services.build(settings)
+    await services.store.open()
+    await services.store.close()
+
+
+async def _worker(settings: Settings) -> None:
+    services = Services.build(settings)
+    await services.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, services.dispatcher.stop)
+    try:
+        await services.dispatcher.run()
+    finally:
+        await services.close()
+
+
+async def _purge(settings: Settings) -> int:
+    services = Services.build(settings)
+    await services.store.open()
+    try:
+        return await services.store.purge(time.time() - settings.dedupe_retention)
+    finally:
+        await services.store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="connector", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the web service and the report dispatcher")
+    serve.add_argument("--workers", type=int, default=1, help="web worker processes")
+    commands.add_parser("worker", help="run the report dispatcher alone")
+    commands.add_parser("migrate", help="apply schema migrations and exit")
+    commands.add_parser("purge", help="forget messages older than the retention and exit")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"connector: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level, settings.log_format)
+    if args.command == "serve":
+        _serve(settings, args.workers)
+    elif args.command == "worker":
+        asyncio.run(_worker(settings))
+    elif args.command == "migrate":
+        asyncio.run(_migrate(settings))
+    else:
+        print(f"purged {asyncio.run(_purge(settings))} messages")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

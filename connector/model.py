@@ -1,0 +1,111 @@
+"""Domain types: the message lifecycle, its status ranks, and what flows between the layers."""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+import msgspec
+
+
+class Status(enum.StrEnum):
+    """A message's lifecycle state as stored and shown to operators."""
+
+    PENDING = "pending"  # claimed, vendor outcome not yet known
+    ACCEPTED = "accepted"  # the vendor took it
+    SENT = "sent"  # handed to the carrier
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    REJECTED = "rejected"
+
+    @property
+    def rank(self) -> int:
+        return RANK[self]
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+    def advances(self, current: Status) -> bool:
+        """True when moving from `current` to self is a step forward (never out of a terminal)."""
+        return not current.terminal and RANK[self] > RANK[current]
+
+
+TERMINAL: Final = frozenset(
+    {Status.DELIVERED, Status.UNDELIVERED, Status.FAILED, Status.EXPIRED, Status.REJECTED}
+)
+RANK: Final = {
+    Status.PENDING: 0,
+    Status.ACCEPTED: 1,
+    Status.SENT: 2,
+    **{status: 3 for status in TERMINAL},
+}
+# What the platform hears: its vocabulary is delivered / failed (and sent when asked for).
+REPORT_STATUS: Final = {
+    Status.SENT: "sent",
+    Status.DELIVERED: "delivered",
+    Status.UNDELIVERED: "failed",
+    Status.FAILED: "failed",
+    Status.EXPIRED: "failed",
+    Status.REJECTED: "failed",
+}
+
+
+class Outgoing(msgspec.Struct, frozen=True, kw_only=True):
+    """A validated message, ready for a vendor adapter."""
+
+    message_id: str
+    sender: str  # as the platform gave it: a name, or a number already in E.164
+    to_e164: str  # +4479...
+    text: str
+    callback_url: str  # the connector's own per-message status URL (token included)
+
+
+class Accepted(msgspec.Struct, frozen=True, kw_only=True):
+    """The vendor took the message."""
+
+    vendor_message_id: str
+    status: Status = Status.ACCEPTED
+    segments: int | None = None
+    from_number: str | None = None
+
+
+class StatusUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    """One vendor status callback, in the shared status model."""
+
+    status: Status
+    vendor_message_id: str | None = None
+    occurred_at: float | None = None  # unix seconds, when the vendor says it happened
+    error_code: str | None = None
+    error_message: str | None = None
+    from_number: str | None = None
+    segments: int | None = None
+
+
+class ReportEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=False):
+    """One delivery-report event as the platform receives it (SPEC section 4)."""
+
+    event_id: str
+    request_id: str | None
+    message_id: str
+    custom_data: str
+    status: str
+    timestamp: str
+    vendor: str
+    vendor_message_id: str | None
+    error_code: str | None
+    error_message: str | None
+    segments: int | None
+    from_: str | None = msgspec.field(name="from")
+    to: str
+
+
+class Applied(enum.StrEnum):
+    """What a status callback did to the stored message."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # same status again
+    REGRESSED = "regressed"  # older than what is stored: dropped
+    UNKNOWN = "unknown"  # no such message

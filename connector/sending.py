@@ -1,0 +1,156 @@
+"""One send, exactly once per request_id: claim, call the vendor, store and replay the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import Final
+
+import msgspec
+import structlog
+
+from connector.errors import AmbiguousOutcome, InflightTimeout, VendorError
+from connector.http import HttpClient
+from connector.model import Outgoing, Status
+from connector.settings import Settings
+from connector.store.base import Claim, NewMessage, SendOutcome, Store, StoredResponse
+from connector.tokens import CallbackTokens
+from connector.vendors.base import Vendor
+
+log = structlog.get_logger("connector.send")
+
+_POLL: Final = 0.05  # how often a repeat looks for an original sent by another process
+_CLAIM_MARGIN: Final = 5.0  # a claim outlives the vendor timeout by this much
+_encode = msgspec.json.Encoder()
+
+
+class Sender:
+    def __init__(self, store: Store, http: HttpClient, settings: Settings,
+                 tokens: CallbackTokens) -> None:
+        self.store = store
+        self.http = http
+        self.settings = settings
+        self.tokens = tokens
+        self._done: dict[str, asyncio.Event] = {}  # outcome reached, per message, this process
+
+    @property
+    def claim_seconds(self) -> float:
+        return self.settings.vendor_timeout + _CLAIM_MARGIN
+
+    def callback_url(self, vendor: str, message_id: str) -> str:
+        """The per-message status URL: the vendor calls it back with our signed id."""
+        token = self.tokens.sign(message_id)
+        return f"{self.settings.public_url}/callbacks/{vendor}/status?m={token}"
+
+    def _outgoing(self, vendor: Vendor, message: NewMessage, text: str) -> Outgoing:
+        return Outgoing(message_id=message.id, sender=message.sender,
+                        to_e164=message.to_number, text=text,
+                        callback_url=self.callback_url(vendor.name, message.id))
+
+    async def send(self, vendor: Vendor, config: Mapping[str, str], message: NewMessage,
+                   text: str) -> StoredResponse:
+        now = time.time()
+        claim = await self.store.claim(message, now)
+        if claim.claimed:
+            return await self._forward(vendor, config, message, text)
+        log.info("dedupe_hit", original=claim.message_id, known=claim.response is not None)
+        return await self._await_original(claim, vendor, config, message, text)
+
+    async def _forward(self, vendor: Vendor, config: Mapping[str, str], message: NewMessage,
+                       text: str) -> StoredResponse:
+        done = self._done.setdefault(message.id, asyncio.Event())
+        try:
+            outcome = await self._call(vendor, config, message, text)
+            await self.store.record_outcome(message.id, outcome, time.time())
+            return outcome.response
+        finally:
+            done.set()
+            self._done.pop(message.id, None)
+
+    async def _call(self, vendor: Vendor, config: Mapping[str, str], message: NewMessage,
+                    text: str) -> SendOutcome:
+        request = vendor.build_send(self._outgoing(vendor, message, text), config)
+        try:
+            answer = await self.http.send(request, self.settings.vendor_timeout, what=vendor.name)
+            accepted = vendor.parse_send(answer)
+        except AmbiguousOutcome as exc:
+            return self._ambiguous(exc)
+        except VendorError as exc:
+            log.info("vendor_refused", code=exc.code, vendor_code=exc.vendor_code,
+                     retryable=exc.retryable)
+            return SendOutcome(
+                response=StoredResponse(status=exc.status, body=exc.body(),
+                                        retry_after=exc.retry_after),
+                status=Status.FAILED if exc.retryable else Status.REJECTED,
+                error_code=exc.vendor_code or exc.code, error_message=exc.message,
+                release=exc.retryable,
+            )
+        body = _encode.encode({
+            "message_id": message.id, "request_id": message.request_id, "vendor": vendor.name,
+            "vendor_message_id": accepted.vendor_message_id, "status": "accepted",
+            "segments": message.segments, "encoding": message.encoding,
+        })
+        return SendOutcome(
+            response=StoredResponse(status=200, body=body), status=accepted.status,
+            vendor_message_id=accepted.vendor_message_id,
+            segments=accepted.segments or message.segments, from_number=accepted.from_number,
+        )
+
+    def _ambiguous(self, exc: AmbiguousOutcome) -> SendOutcome:
+        """The vendor may have taken the message. at_most_once keeps the claim (repeats get
+        this 502, a late callback still lands, silence becomes `failed`/`ambiguous`);
+        at_least_once frees it so the platform's retry sends again."""
+        resend = self.settings.ambiguous_policy == "at_least_once"
+        log.warning("vendor_outcome_ambiguous", error=exc.message, resend=resend)
+        return SendOutcome(
+            response=StoredResponse(status=exc.status, body=exc.body()),
+            status=Status.FAILED if resend else Status.PENDING,
+            error_code="ambiguous", error_message=exc.message,
+            release=resend, ambiguous=not resend,
+        )
+
+    async def _await_original(self, claim: Claim, vendor: Vendor, config: Mapping[str, str],
+                              message: NewMessage, text: str) -> StoredResponse:
+        """A repeat while the original is in flight waits for its answer (never a 409)."""
+        deadline = time.monotonic() + self.settings.inflight_wait
+        current: Claim | None = claim
+        while True:
+            if current is None:
+                # The original row is gone (purged): nothing to replay, let the platform retry.
+                raise InflightTimeout("the original request is no longer known; retry")
+            if current.response is not None:
+                return current.response
+            now = time.time()
+            if current.claimed_until < now:
+                # The process that claimed it died mid-send: the outcome is unknowable.
+                taken = await self.store.take_over(current.message_id, now,
+                                                   now + self.claim_seconds)
+                if taken:
+                    return await self._recover(current.message_id, vendor, config, message,
+                                               text)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise InflightTimeout("the original request is still being sent; retry later",
+                                      retry_after=1.0)
+            local = self._done.get(current.message_id)
+            if local is not None:
+                try:
+                    await asyncio.wait_for(local.wait(), min(remaining, 1.0))
+                except TimeoutError:
+                    pass
+            else:
+                await asyncio.sleep(min(remaining, _POLL))
+            current = await self.store.poll_claim(current.message_id)
+
+    async def _recover(self, message_id: str, vendor: Vendor, config: Mapping[str, str],
+                       message: NewMessage, text: str) -> StoredResponse:
+        if self.settings.ambiguous_policy == "at_least_once":
+            log.warning("inflight_claim_expired", original=message_id, action="resend")
+            retry = msgspec.structs.replace(message, id=message_id)
+            return await self._forward(vendor, config, retry, text)
+        log.warning("inflight_claim_expired", original=message_id, action="ambiguous")
+        outcome = self._ambiguous(AmbiguousOutcome(
+            "the process sending the original stopped before the vendor answered"))
+        await self.store.record_outcome(message_id, outcome, time.time())
+        return outcome.response

@@ -1,0 +1,51 @@
+"""The long-lived parts one running connector shares, built once from Settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from connector.http import HttpClient
+from connector.netcheck import AddressGuard
+from connector.outbox import Dispatcher, report_builder
+from connector.sending import Sender
+from connector.settings import Settings
+from connector.store import open_store
+from connector.store.base import ReportBuilder, Store
+from connector.tokens import CallbackTokens, SecretBox
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    http: HttpClient
+    guard: AddressGuard
+    tokens: CallbackTokens
+    box: SecretBox
+    sender: Sender
+    report: ReportBuilder
+    dispatcher: Dispatcher
+
+    @classmethod
+    def build(cls, settings: Settings, store: Store | None = None) -> Services:
+        settings = settings.with_generated_secrets()
+        store = store or open_store(settings)
+        http = HttpClient()
+        guard = AddressGuard(allow_private=settings.allow_private_networks,
+                             allow_http=settings.allow_http)
+        tokens = CallbackTokens(settings.secret_key)
+        return cls(
+            settings=settings, store=store, http=http, guard=guard, tokens=tokens,
+            box=SecretBox(settings.secret_key),
+            sender=Sender(store, http, settings, tokens),
+            report=report_builder(settings),
+            dispatcher=Dispatcher(store, http, settings, guard),
+        )
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.http.start()
+
+    async def close(self) -> None:
+        await self.http.close()
+        await self.store.close()

@@ -1,0 +1,302 @@
+"""Deployment configuration: read once from CONNECTOR_* variables into a frozen object."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal, TypeVar
+
+import structlog
+
+from connector.vendors import VENDORS
+
+REPORTABLE: Final = frozenset({"sent", "delivered", "failed"})
+
+T = TypeVar("T")
+log = structlog.get_logger("connector.settings")
+
+
+class SettingsError(ValueError):
+    """A configuration value is wrong; the message names the variable."""
+
+
+class Secret(str):
+    """A str that never shows its value in repr or str() formatting of containers."""
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One documented variable: its name, default (as text) and meaning."""
+
+    name: str
+    default: str
+    meaning: str
+
+
+# The single source of the configuration reference in the README (a test holds them equal).
+REFERENCE: Final[tuple[Setting, ...]] = (
+    Setting("PORT", "", "listen port; wins over CONNECTOR_PORT (as on Heroku)"),
+    Setting("CONNECTOR_PORT", "8000", "listen port"),
+    Setting("CONNECTOR_HOST", "127.0.0.1", "listen address (manifests set 0.0.0.0)"),
+    Setting("CONNECTOR_DATA_DIR", "./var", "where the SQLite file and generated secrets live"),
+    Setting("CONNECTOR_DATABASE_URL", "sqlite:///$CONNECTOR_DATA_DIR/connector.db",
+            "`sqlite:///path` (PostgreSQL arrives with the scale-out work)"),
+    Setting("CONNECTOR_SECRET_KEY", "generated into the data dir",
+            "signs callback tokens and encrypts stored vendor secrets"),
+    Setting("CONNECTOR_REPORT_SECRET", "generated into the data dir (with a warning)",
+            "HS256 secret of the delivery-report JWT"),
+    Setting("CONNECTOR_REPORT_AUTH_PREFIX", "", "prefix of the report Authorization header, e.g. `Bearer `"),
+    Setting("CONNECTOR_PUBLIC_URL", "http://{host}:{port}",
+            "public base URL vendors call back; used to build and verify callback URLs"),
+    Setting("CONNECTOR_DEFAULT_VENDOR", "twilio", "vendor used when Chan-Vendor is absent"),
+    Setting("CONNECTOR_ADMIN_KEY", "", "Auth-Key for operator endpoints; empty = they answer 401"),
+    Setting("CONNECTOR_ALLOW_PRIVATE_NETWORKS", "false",
+            "allow callback URLs and vendor Base-Urls on loopback/private addresses"),
+    Setting("CONNECTOR_ALLOW_HTTP", "false", "allow plain-http callback URLs (tests, demo)"),
+    Setting("CONNECTOR_CALLBACK_HOSTS", "", "comma list of allowed callback_url hosts "
+            "(`*.example.com` matches subdomains); empty = any public host"),
+    Setting("CONNECTOR_VENDOR_HOSTS", "", "comma list of hosts allowed as a vendor Base-Url, "
+            "beside each vendor's documented host; empty = documented hosts only"),
+    Setting("CONNECTOR_REPORT_STATUSES", "delivered,failed",
+            "which statuses produce delivery reports (`sent` adds intermediate reports)"),
+    Setting("CONNECTOR_MAX_BODY_BYTES", "65536", "largest accepted /sms/send body (413 above)"),
+    Setting("CONNECTOR_DEDUPE_RETENTION", "604800", "seconds a request_id outcome is kept"),
+    Setting("CONNECTOR_INFLIGHT_WAIT", "10", "seconds a repeat waits for an in-flight original"),
+    Setting("CONNECTOR_VENDOR_TIMEOUT", "10", "seconds for one vendor call"),
+    Setting("CONNECTOR_AMBIGUOUS_POLICY", "at_most_once",
+            "`at_most_once` or `at_least_once`: what an unresolvable vendor outcome does"),
+    Setting("CONNECTOR_AMBIGUOUS_AFTER", "3600", "seconds after which an ambiguous send with no "
+            "vendor callback is reported `failed` with code `ambiguous`"),
+    Setting("CONNECTOR_REPORT_BATCH", "100", "most events in one report POST"),
+    Setting("CONNECTOR_REPORT_LINGER", "0.05", "seconds the dispatcher waits to fill a batch"),
+    Setting("CONNECTOR_REPORT_HORIZON", "86400", "seconds a report is retried before dead-letter"),
+    Setting("CONNECTOR_REPORT_TIMEOUT", "10", "seconds for one report POST"),
+    Setting("CONNECTOR_REPORT_BACKOFF", "1", "first retry delay in seconds (doubles, with jitter)"),
+    Setting("CONNECTOR_REPORT_MAX_BACKOFF", "600", "largest retry delay in seconds"),
+    Setting("CONNECTOR_DISPATCHER", "true", "run the report dispatcher inside `connector serve`"),
+    Setting("CONNECTOR_SQLITE_SYNCHRONOUS", "NORMAL",
+            "SQLite `synchronous` pragma: NORMAL survives process crashes, FULL also power loss"),
+    Setting("CONNECTOR_LOG_LEVEL", "info", "debug, info, warning or error"),
+    Setting("CONNECTOR_LOG_FORMAT", "auto", "`json`, `console`, or `auto` (console on a TTY)"),
+)
+DEFAULTS: Final = {s.name: s.default for s in REFERENCE}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from its environment, validated."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("./var")
+    database_url: str = ""
+    secret_key: Secret = field(default=Secret(""), repr=False)
+    report_secret: Secret = field(default=Secret(""), repr=False)
+    report_auth_prefix: str = ""
+    public_url: str = ""
+    default_vendor: str = "twilio"
+    admin_key: Secret = field(default=Secret(""), repr=False)
+    allow_private_networks: bool = False
+    allow_http: bool = False
+    callback_hosts: tuple[str, ...] = ()
+    vendor_hosts: tuple[str, ...] = ()
+    report_statuses: frozenset[str] = frozenset({"delivered", "failed"})
+    max_body_bytes: int = 65536
+    dedupe_retention: float = 7 * 86400.0
+    inflight_wait: float = 10.0
+    vendor_timeout: float = 10.0
+    ambiguous_policy: Literal["at_most_once", "at_least_once"] = "at_most_once"
+    ambiguous_after: float = 3600.0
+    report_batch: int = 100
+    report_linger: float = 0.05
+    report_horizon: float = 86400.0
+    report_timeout: float = 10.0
+    report_backoff: float = 1.0
+    report_max_backoff: float = 600.0
+    dispatcher: bool = True
+    sqlite_synchronous: str = "NORMAL"
+    log_level: str = "info"
+    log_format: str = "auto"
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={'***' if f.name in _SECRET_FIELDS else repr(getattr(self, f.name))}"
+            for f in dataclasses.fields(self)
+        )
+        return f"Settings({shown})"
+
+    @property
+    def sqlite_path(self) -> Path:
+        return Path(self.database_url.removeprefix("sqlite:///"))
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and check every variable once; a wrong one raises SettingsError naming it."""
+        env = os.environ if env is None else env
+        r = _Reader(env)
+        data_dir = Path(r.text("CONNECTOR_DATA_DIR"))
+        port = r.parse("PORT", _port) if env.get("PORT") else r.parse("CONNECTOR_PORT", _port)
+        host = r.text("CONNECTOR_HOST")
+        database_url = env.get("CONNECTOR_DATABASE_URL") or f"sqlite:///{data_dir / 'connector.db'}"
+        if not database_url.startswith("sqlite:///"):
+            raise SettingsError(
+                "CONNECTOR_DATABASE_URL: only sqlite:///path is supported in this version"
+            )
+        default_vendor = r.text("CONNECTOR_DEFAULT_VENDOR").lower()
+        if default_vendor not in VENDORS:
+            raise SettingsError(f"CONNECTOR_DEFAULT_VENDOR: {default_vendor!r} is not one of "
+                                f"{', '.join(VENDORS)}")
+        statuses = frozenset(r.csv("CONNECTOR_REPORT_STATUSES"))
+        if not statuses or not statuses <= REPORTABLE:
+            raise SettingsError("CONNECTOR_REPORT_STATUSES: use a comma list of "
+                                f"{', '.join(sorted(REPORTABLE))}")
+        policy = r.text("CONNECTOR_AMBIGUOUS_POLICY")
+        if policy not in ("at_most_once", "at_least_once"):
+            raise SettingsError("CONNECTOR_AMBIGUOUS_POLICY: use at_most_once or at_least_once")
+        sync = r.text("CONNECTOR_SQLITE_SYNCHRONOUS").upper()
+        if sync not in ("NORMAL", "FULL", "EXTRA"):
+            raise SettingsError("CONNECTOR_SQLITE_SYNCHRONOUS: use NORMAL, FULL or EXTRA")
+        public_url = (env.get("CONNECTOR_PUBLIC_URL") or f"http://{host}:{port}").rstrip("/")
+        if not public_url.startswith(("http://", "https://")):
+            raise SettingsError("CONNECTOR_PUBLIC_URL: must start with http:// or https://")
+        return cls(
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            database_url=database_url,
+            secret_key=Secret(env.get("CONNECTOR_SECRET_KEY") or ""),
+            report_secret=Secret(env.get("CONNECTOR_REPORT_SECRET") or ""),
+            report_auth_prefix=env.get("CONNECTOR_REPORT_AUTH_PREFIX", ""),
+            public_url=public_url,
+            default_vendor=default_vendor,
+            admin_key=Secret(env.get("CONNECTOR_ADMIN_KEY") or ""),
+            allow_private_networks=r.parse("CONNECTOR_ALLOW_PRIVATE_NETWORKS", _bool),
+            allow_http=r.parse("CONNECTOR_ALLOW_HTTP", _bool),
+            callback_hosts=tuple(h.lower() for h in r.csv("CONNECTOR_CALLBACK_HOSTS")),
+            vendor_hosts=tuple(h.lower() for h in r.csv("CONNECTOR_VENDOR_HOSTS")),
+            report_statuses=statuses,
+            max_body_bytes=r.parse("CONNECTOR_MAX_BODY_BYTES", _positive_int),
+            dedupe_retention=r.parse("CONNECTOR_DEDUPE_RETENTION", _positive_float),
+            inflight_wait=r.parse("CONNECTOR_INFLIGHT_WAIT", _positive_float),
+            vendor_timeout=r.parse("CONNECTOR_VENDOR_TIMEOUT", _positive_float),
+            ambiguous_policy=policy,  # type: ignore[arg-type]
+            ambiguous_after=r.parse("CONNECTOR_AMBIGUOUS_AFTER", _positive_float),
+            report_batch=r.parse("CONNECTOR_REPORT_BATCH", _positive_int),
+            report_linger=r.parse("CONNECTOR_REPORT_LINGER", _non_negative_float),
+            report_horizon=r.parse("CONNECTOR_REPORT_HORIZON", _positive_float),
+            report_timeout=r.parse("CONNECTOR_REPORT_TIMEOUT", _positive_float),
+            report_backoff=r.parse("CONNECTOR_REPORT_BACKOFF", _positive_float),
+            report_max_backoff=r.parse("CONNECTOR_REPORT_MAX_BACKOFF", _positive_float),
+            dispatcher=r.parse("CONNECTOR_DISPATCHER", _bool),
+            sqlite_synchronous=sync,
+            log_level=r.choice("CONNECTOR_LOG_LEVEL", ("debug", "info", "warning", "error")),
+            log_format=r.choice("CONNECTOR_LOG_FORMAT", ("auto", "json", "console")),
+        )
+
+    def with_generated_secrets(self) -> Settings:
+        """Fill unset secrets from files in the data dir, creating them once (0600)."""
+        secret_key = self.secret_key or _load_or_create(self.data_dir / "secret_key")
+        report_secret = self.report_secret
+        if not report_secret:
+            report_secret = _load_or_create(self.data_dir / "report_secret")
+            log.warning("report_secret_generated",
+                        detail="CONNECTOR_REPORT_SECRET is unset; using the secret generated in "
+                               "the data dir. Give the platform this secret or set the variable.")
+        return self.replace(secret_key=secret_key, report_secret=report_secret)
+
+
+_SECRET_FIELDS: Final = frozenset({"secret_key", "report_secret", "admin_key"})
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def text(self, name: str) -> str:
+        value = self.env.get(name)
+        return DEFAULTS[name] if value is None or value == "" else value.strip()
+
+    def parse(self, name: str, convert: Callable[[str], T]) -> T:
+        raw = self.text(name)
+        try:
+            return convert(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{name}: {exc} (got {raw!r})") from None
+
+    def csv(self, name: str) -> list[str]:
+        return [part.strip() for part in self.text(name).split(",") if part.strip()]
+
+    def choice(self, name: str, allowed: tuple[str, ...]) -> str:
+        value = self.text(name).lower()
+        if value not in allowed:
+            raise SettingsError(f"{name}: use one of {', '.join(allowed)} (got {value!r})")
+        return value
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError("expected a port number 0-65535")
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("expected a positive whole number")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("expected a positive number")
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:
+        raise ValueError("expected a number >= 0")
+    return value
+
+
+def _load_or_create(path: Path) -> Secret:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return Secret(path.read_text().strip())
+    except FileNotFoundError:
+        pass
+    value = secrets.token_urlsafe(32)
+    # Write aside, then hard-link into place: when several processes start at once exactly one
+    # link wins and every process reads that complete file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return Secret(path.read_text().strip())

@@ -1,0 +1,68 @@
+"""Versioned schema migrations; migration N brings a store from version N-1 to N."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Append only: a released migration never changes, a new one is added after it.
+MIGRATIONS: Final[tuple[str, ...]] = (
+    """
+    CREATE TABLE messages (
+        id TEXT PRIMARY KEY,
+        request_id TEXT,
+        claim_key TEXT UNIQUE,          -- the dedupe claim, NULL once released or absent
+        vendor TEXT NOT NULL,
+        sealed_settings BLOB NOT NULL,  -- Chan-* settings, encrypted (never in clear)
+        sender TEXT NOT NULL,
+        to_number TEXT NOT NULL,
+        custom_data TEXT NOT NULL,
+        callback_url TEXT NOT NULL,
+        metadata BLOB,
+        status TEXT NOT NULL,
+        vendor_message_id TEXT,
+        from_number TEXT,
+        segments INTEGER,
+        encoding TEXT,
+        error_code TEXT,
+        error_message TEXT,
+        ambiguous INTEGER NOT NULL DEFAULT 0,
+        response_status INTEGER,
+        response_body BLOB,
+        response_retry_after REAL,
+        claimed_until REAL NOT NULL DEFAULT 0,
+        handed_off_at REAL,
+        delivered_at REAL,
+        errored_at REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX messages_request_id ON messages (request_id);
+    CREATE INDEX messages_created_at ON messages (created_at);
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL UNIQUE,
+        message_id TEXT NOT NULL,
+        url TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at REAL NOT NULL,
+        lease_until REAL NOT NULL DEFAULT 0,
+        leased_by TEXT,
+        last_error TEXT,
+        created_at REAL NOT NULL,
+        done_at REAL
+    );
+    CREATE INDEX outbox_due ON outbox (next_at) WHERE state = 'pending';
+    CREATE INDEX outbox_message ON outbox (message_id);
+    CREATE TABLE report_attempts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        outbox_id INTEGER NOT NULL,
+        at REAL NOT NULL,
+        outcome TEXT NOT NULL,
+        status_code INTEGER,
+        error TEXT
+    );
+    CREATE INDEX report_attempts_outbox ON report_attempts (outbox_id)
+    """,
+)

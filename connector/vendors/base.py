@@ -1,0 +1,111 @@
+"""What every vendor adapter is: a sans-I/O Protocol, plus the one shared outcome classifier."""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import time
+from collections.abc import Mapping
+from typing import Final, Protocol
+
+import httpx
+import msgspec
+
+from connector.errors import (
+    VendorAuthFailed,
+    VendorError,
+    VendorRejected,
+    VendorThrottled,
+    VendorUnavailable,
+)
+from connector.model import Accepted, Outgoing, StatusUpdate
+
+# How a vendor's own error code reads for the platform: a class and the platform-facing code.
+AUTH: Final = "auth"
+THROTTLED: Final = "throttled"
+TRANSIENT: Final = "transient"
+
+
+class Callback(msgspec.Struct, frozen=True, kw_only=True):
+    """A vendor's status callback as received: everything an adapter may verify or read."""
+
+    url: str  # the public URL the vendor called, query string included
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes
+    params: list[tuple[str, str]]  # form fields (or query fields for GET callbacks), in order
+
+
+class Vendor(Protocol):
+    """A CPaaS vendor. No I/O: build requests, read responses and callbacks."""
+
+    name: str
+    required: tuple[str, ...]  # Chan-* setting names (lower case, without the prefix)
+    optional: tuple[str, ...]
+    hosts: tuple[str, ...]  # documented API hosts a Base-Url may name without extra allowing
+
+    def base_url(self, settings: Mapping[str, str]) -> str: ...
+
+    def build_send(self, message: Outgoing, settings: Mapping[str, str]) -> httpx.Request: ...
+
+    def parse_send(self, response: httpx.Response) -> Accepted: ...
+
+    def verify(self, callback: Callback, settings: Mapping[str, str]) -> None: ...
+
+    def parse_status(self, callback: Callback) -> list[StatusUpdate]: ...
+
+
+def basic_auth(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date), None when absent/bad."""
+    raw = response.headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def classify(
+    response: httpx.Response,
+    *,
+    vendor: str,
+    vendor_code: str | None,
+    detail: str,
+    codes: Mapping[str, tuple[str, str]],
+) -> VendorError:
+    """Turn a non-success vendor answer into the error the platform should see.
+
+    The vendor's own code decides first (`codes` maps it to a class and a platform code);
+    otherwise the HTTP status: 429 throttled, 5xx unavailable, 401/403 auth, other 4xx rejected.
+    """
+    known = codes.get(vendor_code) if vendor_code is not None else None
+    kind, code = known if known is not None else _by_status(response.status_code)
+    message = f"{vendor}: {detail}" if detail else f"{vendor} answered HTTP {response.status_code}"
+    if kind == THROTTLED:
+        return VendorThrottled(message, vendor_code=vendor_code,
+                               retry_after=retry_after(response) or 1.0)
+    if kind == TRANSIENT:
+        return VendorUnavailable(message, code=code, vendor_code=vendor_code,
+                                 retry_after=retry_after(response))
+    if kind == AUTH:
+        return VendorAuthFailed(message, code=code, vendor_code=vendor_code)
+    return VendorRejected(message, code=code, vendor_code=vendor_code)
+
+
+def _by_status(status: int) -> tuple[str, str]:
+    if status == 429:
+        return THROTTLED, "throttled"
+    if status >= 500:
+        return TRANSIENT, "vendor_unavailable"
+    if status in (401, 403):
+        return AUTH, "vendor_auth_failed"
+    return "rejected", "rejected"

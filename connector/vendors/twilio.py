@@ -1,0 +1,186 @@
+"""Twilio Programmable Messaging: form-encoded send, X-Twilio-Signature callbacks.
+
+Facts: https://www.twilio.com/docs/messaging/api/message-resource,
+https://www.twilio.com/docs/usage/webhooks/webhooks-security, error codes from
+https://www.twilio.com/docs/api/errors (table in shared/reference/vendors.md section 1.2).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Mapping
+from typing import Final
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import msgspec
+import structlog
+
+from connector.errors import InvalidSignature
+from connector.model import Accepted, Outgoing, Status, StatusUpdate
+from connector.vendors.base import AUTH, THROTTLED, TRANSIENT, Callback, basic_auth, classify
+
+log = structlog.get_logger("connector.vendors.twilio")
+
+DEFAULT_BASE_URL: Final = "https://api.twilio.com"
+
+# https://www.twilio.com/docs/messaging/api/message-resource#message-status-values
+STATUS_MAP: Final[Mapping[str, Status]] = {
+    "accepted": Status.ACCEPTED,
+    "scheduled": Status.ACCEPTED,
+    "queued": Status.ACCEPTED,
+    "sending": Status.SENT,
+    "sent": Status.SENT,
+    "delivered": Status.DELIVERED,
+    "read": Status.DELIVERED,  # OTT channels report read after delivered
+    "undelivered": Status.UNDELIVERED,
+    "partially_delivered": Status.UNDELIVERED,  # not every part arrived
+    "failed": Status.FAILED,
+    "canceled": Status.FAILED,
+}
+
+# Twilio error code -> (class, platform code). Unlisted 4xx codes are permanent rejections.
+ERROR_CODES: Final[Mapping[str, tuple[str, str]]] = {
+    "20003": (AUTH, "vendor_auth_failed"),
+    "20005": (AUTH, "vendor_account_inactive"),
+    "30002": (AUTH, "vendor_account_suspended"),
+    "21211": ("rejected", "invalid_recipient"),
+    "21614": ("rejected", "invalid_recipient"),
+    "21612": ("rejected", "invalid_recipient"),
+    "21407": ("rejected", "invalid_recipient"),
+    "30005": ("rejected", "invalid_recipient"),
+    "30006": ("rejected", "landline"),
+    "21610": ("rejected", "opted_out"),
+    "30004": ("rejected", "blocked"),
+    "30007": ("rejected", "content_rejected"),
+    "21602": ("rejected", "content_rejected"),
+    "21617": ("rejected", "message_too_long"),
+    "30019": ("rejected", "message_too_long"),
+    "21606": ("rejected", "sender_not_allowed"),
+    "21603": ("rejected", "sender_not_allowed"),
+    "21703": ("rejected", "sender_not_allowed"),
+    "30024": ("rejected", "sender_not_allowed"),
+    "30032": ("rejected", "sender_not_allowed"),
+    "21408": ("rejected", "region_not_permitted"),
+    "20429": (THROTTLED, "throttled"),
+    "14107": (THROTTLED, "throttled"),
+    "30022": (THROTTLED, "throttled"),
+    "63018": (THROTTLED, "throttled"),
+    "30001": (TRANSIENT, "vendor_unavailable"),
+    "21611": (TRANSIENT, "vendor_unavailable"),
+    "30017": (TRANSIENT, "vendor_unavailable"),
+    "30410": (TRANSIENT, "vendor_unavailable"),
+    "20500": (TRANSIENT, "vendor_unavailable"),
+    "20503": (TRANSIENT, "vendor_unavailable"),
+}
+
+
+class _Created(msgspec.Struct):
+    sid: str
+    status: str | None = None
+    num_segments: str | int | None = None
+    from_: str | None = msgspec.field(default=None, name="from")
+
+
+class _Error(msgspec.Struct):
+    # Legacy bodies say code/message; RFC 9457 bodies say code/detail.
+    code: int | str | None = None
+    message: str | None = None
+    detail: str | None = None
+
+
+_created = msgspec.json.Decoder(_Created)
+_error = msgspec.json.Decoder(_Error)
+
+
+def signature(token: str, url: str, params: list[tuple[str, str]]) -> str:
+    """Base64 HMAC-SHA1 over the URL then each param name+value, sorted; values per name
+    sorted and de-duplicated as the official SDK does."""
+    by_name: dict[str, set[str]] = {}
+    for name, value in params:
+        by_name.setdefault(name, set()).add(value)
+    payload = url + "".join(
+        name + value for name in sorted(by_name) for value in sorted(by_name[name])
+    )
+    digest = hmac.new(token.encode(), payload.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def _port_variants(url: str) -> tuple[str, str]:
+    """The URL with and without its default port: Twilio signs either form (per its SDK)."""
+    parts = urlsplit(url)
+    default = 443 if parts.scheme == "https" else 80
+    host = parts.hostname or ""
+    bare = urlunsplit(parts._replace(netloc=host if parts.port in (None, default) else parts.netloc))
+    with_port = urlunsplit(parts._replace(netloc=f"{host}:{parts.port or default}"))
+    return bare, with_port
+
+
+class Twilio:
+    name = "twilio"
+    required = ("account-sid", "auth-token")
+    optional = ("messaging-service-sid", "base-url")
+    hosts = ("api.twilio.com",)
+
+    def base_url(self, settings: Mapping[str, str]) -> str:
+        return settings.get("base-url", DEFAULT_BASE_URL).rstrip("/")
+
+    def build_send(self, message: Outgoing, settings: Mapping[str, str]) -> httpx.Request:
+        sid = settings["account-sid"]
+        form = {"To": message.to_e164, "Body": message.text,
+                "StatusCallback": message.callback_url}
+        service = settings.get("messaging-service-sid")
+        # With a Messaging Service, Twilio picks the sender from the service's pool.
+        if service:
+            form["MessagingServiceSid"] = service
+        else:
+            form["From"] = message.sender
+        return httpx.Request(
+            "POST",
+            f"{self.base_url(settings)}/2010-04-01/Accounts/{sid}/Messages.json",
+            data=form,
+            headers={"Accept": "application/json",
+                     "Authorization": basic_auth(sid, settings["auth-token"])},
+        )
+
+    def parse_send(self, response: httpx.Response) -> Accepted:
+        if response.status_code in (200, 201):
+            created = _created.decode(response.content)
+            segments = int(created.num_segments) if created.num_segments else None
+            return Accepted(vendor_message_id=created.sid, segments=segments or None,
+                            from_number=created.from_)
+        try:
+            error = _error.decode(response.content)
+        except msgspec.DecodeError:
+            error = _Error()
+        code = str(error.code) if error.code is not None else None
+        raise classify(response, vendor=self.name, vendor_code=code,
+                       detail=error.message or error.detail or "", codes=ERROR_CODES)
+
+    def verify(self, callback: Callback, settings: Mapping[str, str]) -> None:
+        given = callback.headers.get("x-twilio-signature", "")
+        token = settings.get("auth-token", "")
+        if given and token:
+            for url in _port_variants(callback.url):
+                if hmac.compare_digest(signature(token, url, callback.params), given):
+                    return
+        raise InvalidSignature("X-Twilio-Signature does not match")
+
+    def parse_status(self, callback: Callback) -> list[StatusUpdate]:
+        params = dict(callback.params)
+        raw = params.get("MessageStatus") or params.get("SmsStatus") or ""
+        status = STATUS_MAP.get(raw)
+        if status is None:
+            log.warning("unknown_vendor_status", vendor=self.name, vendor_status=raw)
+            return []
+        segments = params.get("NumSegments")
+        return [StatusUpdate(
+            status=status,
+            vendor_message_id=params.get("MessageSid") or params.get("SmsSid"),
+            error_code=params.get("ErrorCode") or None,
+            error_message=params.get("ErrorMessage") or None,
+            from_number=params.get("From") or None,
+            segments=int(segments) if segments and segments.isdigit() else None,
+        )]
