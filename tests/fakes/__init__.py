@@ -1,0 +1,1 @@
+"""Loopback HTTP fakes (Twilio, delivery-report receiver) for end-to-end tests."""
