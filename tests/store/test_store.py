@@ -1,0 +1,200 @@
+"""The Store contract: claims, outcomes, forward-only statuses, the outbox and its leases."""
+
+from __future__ import annotations
+
+import uuid
+
+from connector.model import Applied, Status, StatusUpdate
+from connector.store.base import (
+    MessageRow,
+    NewMessage,
+    OutboxEntry,
+    ReportAttempt,
+    SendOutcome,
+    Store,
+    StoredResponse,
+)
+
+NOW = 1_800_000_000.0
+
+
+def new(request_id: str | None = "r1", **changes: object) -> NewMessage:
+    fields: dict[str, object] = dict(
+        id=uuid.uuid4().hex, request_id=request_id, vendor="twilio", sealed_settings=b"sealed",
+        sender="MyBrand", to_number="+447911123456", custom_data="cd", callback_url="https://r",
+        metadata=None, segments=1, encoding="gsm7", claimed_until=NOW + 15,
+    )
+    fields.update(changes)
+    return NewMessage(**fields)  # type: ignore[arg-type]
+
+
+def report_all(row: MessageRow, update: StatusUpdate, now: float) -> OutboxEntry:
+    return OutboxEntry(event_id=f"{row.id}/{row.status}", url=row.callback_url,
+                       payload=b'{"status":"%s"}' % row.status.value.encode())
+
+
+def report_none(row: MessageRow, update: StatusUpdate, now: float) -> None:
+    return None
+
+
+OK = SendOutcome(response=StoredResponse(status=200, body=b'{"ok":1}'), status=Status.ACCEPTED,
+                 vendor_message_id="SM1")
+
+
+async def test_first_claim_wins_and_repeat_sees_the_original(store: Store) -> None:
+    first, second = new(), new()
+    assert (await store.claim(first, NOW)).claimed
+    repeat = await store.claim(second, NOW)
+    assert not repeat.claimed
+    assert repeat.message_id == first.id
+    assert repeat.response is None
+    assert await store.message(second.id) is None  # the repeat stored nothing
+
+
+async def test_repeat_after_outcome_gets_the_stored_answer(store: Store) -> None:
+    first = new()
+    await store.claim(first, NOW)
+    await store.record_outcome(first.id, OK, NOW)
+    repeat = await store.claim(new(), NOW + 1)
+    assert repeat.response == OK.response
+
+
+async def test_retryable_outcome_releases_the_request_id(store: Store) -> None:
+    first = new()
+    await store.claim(first, NOW)
+    failed = SendOutcome(response=StoredResponse(status=503, body=b"{}", retry_after=2.0),
+                         status=Status.FAILED, release=True)
+    await store.record_outcome(first.id, failed, NOW)
+    again = new()
+    assert (await store.claim(again, NOW + 1)).claimed
+    # the first attempt still answers its own waiters
+    polled = await store.poll_claim(first.id)
+    assert polled is not None and polled.response == failed.response
+
+
+async def test_no_request_id_means_no_dedupe(store: Store) -> None:
+    assert (await store.claim(new(request_id=None), NOW)).claimed
+    assert (await store.claim(new(request_id=None), NOW)).claimed
+
+
+async def test_expired_claim_can_be_taken_over_once(store: Store) -> None:
+    first = new(claimed_until=NOW + 1)
+    await store.claim(first, NOW)
+    assert not await store.take_over(first.id, NOW, NOW + 20)  # not expired yet
+    assert await store.take_over(first.id, NOW + 2, NOW + 20)
+    assert not await store.take_over(first.id, NOW + 2, NOW + 20)  # someone has it now
+
+
+async def test_status_moves_forward_only_and_reports_once(store: Store) -> None:
+    m = new()
+    await store.claim(m, NOW)
+    await store.record_outcome(m.id, OK, NOW)
+    sent = StatusUpdate(status=Status.SENT)
+    delivered = StatusUpdate(status=Status.DELIVERED, from_number="+15005550006")
+    assert await store.apply_status(m.id, sent, NOW + 1, report_all) is Applied.APPLIED
+    assert await store.apply_status(m.id, delivered, NOW + 2, report_all) is Applied.APPLIED
+    assert await store.apply_status(m.id, delivered, NOW + 3, report_all) is Applied.DUPLICATE
+    assert await store.apply_status(m.id, sent, NOW + 4, report_all) is Applied.REGRESSED
+    failed = StatusUpdate(status=Status.FAILED)
+    assert await store.apply_status(m.id, failed, NOW + 5, report_all) is Applied.REGRESSED
+    row = await store.message(m.id)
+    assert row is not None
+    assert row.status is Status.DELIVERED
+    assert row.handed_off_at == NOW + 1 and row.delivered_at == NOW + 2
+    assert row.from_number == "+15005550006"
+    leased = await store.lease_reports("w", NOW + 10, 100, 30)
+    assert sorted(item.payload for item in leased) == [b'{"status":"delivered"}',
+                                                        b'{"status":"sent"}']
+
+
+async def test_callback_before_send_outcome_is_not_undone(store: Store) -> None:
+    m = new()
+    await store.claim(m, NOW)
+    update = StatusUpdate(status=Status.DELIVERED, vendor_message_id="SM1")
+    assert await store.apply_status(m.id, update, NOW + 1, report_none) is Applied.APPLIED
+    await store.record_outcome(m.id, OK, NOW + 2)
+    row = await store.message(m.id)
+    assert row is not None
+    assert row.status is Status.DELIVERED
+    assert row.vendor_message_id == "SM1"
+
+
+async def test_unknown_message(store: Store) -> None:
+    update = StatusUpdate(status=Status.SENT)
+    assert await store.apply_status("nope", update, NOW, report_all) is Applied.UNKNOWN
+
+
+async def test_leases_keep_dispatchers_apart_until_they_expire(store: Store) -> None:
+    m = new()
+    await store.claim(m, NOW)
+    await store.apply_status(m.id, StatusUpdate(status=Status.DELIVERED), NOW, report_all)
+    assert len(await store.lease_reports("a", NOW, 10, 30)) == 1
+    assert await store.lease_reports("b", NOW + 1, 10, 30) == []
+    taken = await store.lease_reports("b", NOW + 31, 10, 30)  # a's lease expired: b takes it
+    assert len(taken) == 1
+
+
+async def test_retry_schedules_and_dead_letter_ends(store: Store) -> None:
+    m = new()
+    await store.claim(m, NOW)
+    await store.apply_status(m.id, StatusUpdate(status=Status.DELIVERED), NOW, report_all)
+    (item,) = await store.lease_reports("a", NOW, 10, 30)
+    retry = ReportAttempt(at=NOW, outcome="retry", status_code=503, error="HTTP 503")
+    await store.reports_done([(item.id, retry, NOW + 60)], NOW)
+    assert await store.lease_reports("a", NOW + 59, 10, 30) == []
+    assert await store.next_report_due() == NOW + 60
+    (again,) = await store.lease_reports("a", NOW + 60, 10, 30)
+    assert again.attempts == 1
+    dead = ReportAttempt(at=NOW + 60, outcome="dead", status_code=404, error="HTTP 404")
+    await store.reports_done([(again.id, dead, None)], NOW + 60)
+    assert await store.lease_reports("a", NOW + 9999, 10, 30) == []
+    (view,) = await store.reports_for(m.id)
+    assert view.state == "dead"
+    assert [a.outcome for a in view.attempts] == ["retry", "dead"]
+
+
+async def test_release_frees_leases_at_once(store: Store) -> None:
+    m = new()
+    await store.claim(m, NOW)
+    await store.apply_status(m.id, StatusUpdate(status=Status.DELIVERED), NOW, report_all)
+    assert len(await store.lease_reports("a", NOW, 10, 30)) == 1
+    await store.release_reports("a")
+    assert len(await store.lease_reports("b", NOW + 1, 10, 30)) == 1
+
+
+async def test_purge_keeps_pending_reports_and_recent_messages(store: Store) -> None:
+    old, undelivered, recent = new("a"), new("b"), new("c")
+    await store.claim(old, NOW)
+    await store.claim(undelivered, NOW)
+    await store.claim(recent, NOW + 100)
+    await store.apply_status(undelivered.id, StatusUpdate(status=Status.DELIVERED), NOW,
+                             report_all)
+    assert await store.purge(NOW + 50) == 1
+    assert await store.message(old.id) is None
+    assert await store.message(undelivered.id) is not None
+    assert await store.message(recent.id) is not None
+    assert (await store.claim(new("a"), NOW + 200)).claimed  # its request_id is free again
+
+
+async def test_ambiguous_sends_fail_after_the_window(store: Store) -> None:
+    m = new()
+    await store.claim(m, NOW)
+    ambiguous = SendOutcome(response=StoredResponse(status=502, body=b"{}"),
+                            status=Status.PENDING, ambiguous=True, error_code="ambiguous")
+    await store.record_outcome(m.id, ambiguous, NOW)
+    assert await store.expire_ambiguous(NOW - 1, NOW + 10, report_all) == 0
+    assert await store.expire_ambiguous(NOW + 1, NOW + 10, report_all) == 1
+    row = await store.message(m.id)
+    assert row is not None and row.status is Status.FAILED and row.error_code == "ambiguous"
+
+
+async def test_find_by_message_id_or_request_id(store: Store) -> None:
+    m = new("req-42")
+    await store.claim(m, NOW)
+    by_id, by_request = await store.find(m.id), await store.find("req-42")
+    assert by_id is not None and by_request is not None and by_id.id == by_request.id == m.id
+    assert await store.find("missing") is None
+
+
+async def test_ping_ok_when_migrated(store: Store) -> None:
+    await store.ping()

@@ -1,0 +1,76 @@
+"""MSISDN and sender parsing: what the platform may send, and what each vendor gets."""
+
+import pytest
+
+from connector import msisdn
+from connector.errors import BadRequest, RefusedMessage
+
+
+@pytest.mark.parametrize(("raw", "e164"), [
+    pytest.param("00447911123456", "+447911123456", id="uk-mobile-00"),
+    pytest.param("+447911123456", "+447911123456", id="uk-mobile-plus"),
+    pytest.param("00421905123456", "+421905123456", id="sk-mobile"),
+    pytest.param("0014155552671", "+14155552671", id="us-nanp"),
+])
+def test_recipient_becomes_e164(raw: str, e164: str) -> None:
+    assert msisdn.parse_recipient(raw) == e164
+
+
+@pytest.mark.parametrize("raw", [
+    pytest.param("447911123456", id="no-prefix"),
+    pytest.param("00", id="prefix-only"),
+    pytest.param("00123", id="too-short"),
+    pytest.param("0044791112345678901", id="too-long"),
+    pytest.param("0044 7911 123456", id="spaces"),
+    pytest.param("00447911l23456", id="letter"),
+    pytest.param("000447911123456", id="leading-zero-country"),
+    pytest.param("00999123456789", id="unassigned-country-code"),
+    pytest.param("", id="empty"),
+])
+def test_malformed_recipient_is_a_400(raw: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        msisdn.parse_recipient(raw)
+    assert caught.value.status == 400
+    assert caught.value.code == "invalid_recipient"
+
+
+def test_number_outside_any_numbering_plan_is_a_422() -> None:
+    with pytest.raises(RefusedMessage) as caught:
+        msisdn.parse_recipient("00441234567")  # UK number too short for its plan
+    assert caught.value.status == 422
+    assert caught.value.code == "invalid_recipient"
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    pytest.param("MyBrand", "MyBrand", id="alpha"),
+    pytest.param("My Brand 1", "My Brand 1", id="alpha-space-digit"),
+    pytest.param("ABCDEFGHIJK", "ABCDEFGHIJK", id="alpha-11"),
+    pytest.param("12345", "12345", id="short-code"),
+    pytest.param("00447911123456", "+447911123456", id="number-00"),
+    pytest.param("+447911123456", "+447911123456", id="number-plus"),
+])
+def test_sender_forms(raw: str, expected: str) -> None:
+    assert msisdn.parse_sender(raw) == expected
+
+
+@pytest.mark.parametrize("raw", [
+    pytest.param("ABCDEFGHIJKL", id="alpha-12"),
+    pytest.param("12", id="short-code-too-short"),
+    pytest.param("My-Brand", id="punctuation"),
+    pytest.param("", id="empty"),
+    pytest.param("   ", id="spaces-only"),
+])
+def test_bad_sender_is_a_400(raw: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        msisdn.parse_sender(raw)
+    assert caught.value.code == "invalid_sender"
+
+
+def test_formats_for_vendors_and_platform() -> None:
+    assert msisdn.digits("+447911123456") == "447911123456"
+    assert msisdn.to_platform("+447911123456") == "00447911123456"
+
+
+def test_mask_keeps_country_and_last_two() -> None:
+    assert msisdn.mask("+447911123456") == "+4479******56"
+    assert "7911123" not in msisdn.mask("00447911123456")
