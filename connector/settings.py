@@ -300,3 +300,9 @@ def _load_or_create(path: Path) -> Secret:
     finally:
         tmp.unlink()
     return Secret(path.read_text().strip())
+
+
+def reference_table() -> str:
+    """The README's configuration table, generated from REFERENCE (a test keeps them equal)."""
+    rows = [f"| `{s.name}` | {s.default or '(unset)'} | {s.meaning} |" for s in REFERENCE]
+    return "\n".join(["| variable | default | meaning |", "|---|---|---|", *rows])

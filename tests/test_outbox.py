@@ -1,0 +1,165 @@
+"""The report dispatcher against a real SQLite store and a receiver over loopback HTTP."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from connector.http import HttpClient
+from connector.model import Status, StatusUpdate
+from connector.netcheck import AddressGuard
+from connector.outbox import Dispatcher, report_builder
+from connector.settings import Settings
+from connector.store.base import MessageRow, NewMessage
+from connector.store.sqlite import SqliteStore
+from tests.e2e.conftest import REPORT_SECRET
+from tests.fakes.receiver import ReportReceiver
+
+
+@pytest.fixture
+def receiver() -> ReportReceiver:
+    fake = ReportReceiver(REPORT_SECRET).start()
+    yield fake  # type: ignore[misc]
+    fake.stop()
+
+
+@pytest.fixture
+async def parts(tmp_path: Path) -> AsyncIterator[tuple[SqliteStore, Dispatcher]]:
+    settings = Settings.from_env({
+        "CONNECTOR_DATA_DIR": str(tmp_path), "CONNECTOR_REPORT_SECRET": REPORT_SECRET,
+        "CONNECTOR_ALLOW_PRIVATE_NETWORKS": "true", "CONNECTOR_ALLOW_HTTP": "true",
+        "CONNECTOR_REPORT_BACKOFF": "0.05", "CONNECTOR_REPORT_BATCH": "3",
+    }).with_generated_secrets()
+    store = SqliteStore(tmp_path / "c.db")
+    await store.open()
+    http = HttpClient()
+    dispatcher = Dispatcher(store, http, settings, AddressGuard(allow_private=True,
+                                                                 allow_http=True))
+    yield store, dispatcher
+    await http.close()
+    await store.close()
+
+
+async def delivered(store: SqliteStore, dispatcher: Dispatcher, url: str, custom: str) -> str:
+    message_id = uuid.uuid4().hex
+    now = time.time()
+    await store.claim(NewMessage(
+        id=message_id, request_id=message_id, vendor="twilio", sealed_settings=b"x",
+        sender="Brand", to_number="+447911123456", custom_data=custom, callback_url=url,
+        metadata=None, segments=1, encoding="gsm7", claimed_until=now + 10), now)
+    await store.apply_status(message_id, StatusUpdate(status=Status.DELIVERED), now,
+                             dispatcher.report)
+    return message_id
+
+
+async def drain(dispatcher: Dispatcher, rounds: int = 50) -> None:
+    for _ in range(rounds):
+        if not await dispatcher.deliver_due():
+            due = await dispatcher.store.next_report_due()
+            if due is None:
+                return
+            time.sleep(max(0.0, min(0.2, due - time.time())))
+
+
+async def test_batches_by_url_in_chunks(parts: tuple[SqliteStore, Dispatcher],
+                                        receiver: ReportReceiver) -> None:
+    store, dispatcher = parts
+    for i in range(5):
+        await delivered(store, dispatcher, receiver.url("a"), f"a{i}")
+    await delivered(store, dispatcher, receiver.url("b"), "b0")
+    await drain(dispatcher)
+    sizes = sorted((name, len(post.events))
+                   for name, post in zip(receiver.post_names, receiver.posts, strict=True))
+    assert sizes == [("a", 2), ("a", 3), ("b", 1)]
+    assert sorted(e["custom_data"] for e in receiver.events) == ["a0", "a1", "a2", "a3", "a4",
+                                                                 "b0"]
+
+
+async def test_other_4xx_dead_letters_at_once(parts: tuple[SqliteStore, Dispatcher],
+                                              receiver: ReportReceiver) -> None:
+    store, dispatcher = parts
+    receiver.script([404])
+    message_id = await delivered(store, dispatcher, receiver.url(), "x")
+    await drain(dispatcher)
+    assert len(receiver.posts) == 1
+    (view,) = await store.reports_for(message_id)
+    assert view.state == "dead"
+    assert [(a.outcome, a.status_code) for a in view.attempts] == [("dead", 404)]
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 503])
+async def test_retryable_statuses_retry(parts: tuple[SqliteStore, Dispatcher],
+                                        receiver: ReportReceiver, status: int) -> None:
+    store, dispatcher = parts
+    receiver.script([status])
+    message_id = await delivered(store, dispatcher, receiver.url(), "x")
+    await drain(dispatcher)
+    assert [p.status for p in receiver.posts] == [status, 200]
+    (view,) = await store.reports_for(message_id)
+    assert view.state == "delivered"
+
+
+async def test_retry_after_is_honoured(parts: tuple[SqliteStore, Dispatcher],
+                                       receiver: ReportReceiver) -> None:
+    store, dispatcher = parts
+    receiver.script([(429, {"Retry-After": "1"})])
+    await delivered(store, dispatcher, receiver.url(), "x")
+    await drain(dispatcher)
+    first, second = receiver.posts
+    assert second.time - first.time >= 0.95
+
+
+async def test_unreachable_receiver_retries_until_the_horizon(
+        parts: tuple[SqliteStore, Dispatcher], tmp_path: Path) -> None:
+    store, dispatcher = parts
+    dispatcher.settings = dispatcher.settings.replace(report_horizon=0.3)
+    message_id = await delivered(store, dispatcher, "http://127.0.0.1:9/closed", "x")
+    await drain(dispatcher)
+    (view,) = await store.reports_for(message_id)
+    assert view.state == "dead"
+    assert view.attempts[0].outcome == "retry"
+    assert view.attempts[-1].outcome == "dead"
+
+
+def test_backoff_grows_with_jitter_and_respects_retry_after(tmp_path: Path) -> None:
+    settings = Settings.from_env({"CONNECTOR_DATA_DIR": str(tmp_path),
+                                  "CONNECTOR_REPORT_BACKOFF": "1",
+                                  "CONNECTOR_REPORT_MAX_BACKOFF": "60"}).with_generated_secrets()
+    dispatcher = Dispatcher(SqliteStore(tmp_path / "x.db"), HttpClient(), settings,
+                            AddressGuard(allow_private=True, allow_http=True))
+    for attempts, low, high in [(0, 0.5, 1), (3, 4, 8), (10, 30, 60), (40, 30, 60)]:
+        delays = {dispatcher._backoff(attempts, None) for _ in range(20)}
+        assert all(low <= d <= high for d in delays)
+        assert len(delays) > 1  # jittered
+    assert dispatcher._backoff(0, 30.0) == 30.0
+
+
+def test_report_event_shape(tmp_path: Path) -> None:
+    settings = Settings.from_env({"CONNECTOR_DATA_DIR": str(tmp_path)})
+    row = MessageRow(
+        id="m1", request_id="r1", vendor="twilio", sealed_settings=b"", sender="Brand",
+        to_number="+447911123456", custom_data="cd", callback_url="https://r",
+        status=Status.UNDELIVERED, vendor_message_id="SM1", from_number="+15005550006",
+        segments=2, encoding="gsm7", error_code="30003", error_message="Unreachable",
+        ambiguous=False, handed_off_at=1.0, delivered_at=None, errored_at=2.0, created_at=0.0,
+        updated_at=2.0)
+    entry = report_builder(settings)(row, StatusUpdate(status=Status.UNDELIVERED,
+                                                       occurred_at=1_800_000_000.5), 0.0)
+    assert entry is not None
+    assert json.loads(entry.payload) == {
+        "event_id": entry.event_id, "request_id": "r1", "message_id": "m1",
+        "custom_data": "cd", "status": "failed", "timestamp": "2027-01-15T08:00:00.500Z",
+        "vendor": "twilio", "vendor_message_id": "SM1", "error_code": "30003",
+        "error_message": "Unreachable", "segments": 2, "from": "+15005550006",
+        "to": "00447911123456"}
+    again = report_builder(settings)(row, StatusUpdate(status=Status.UNDELIVERED), 5.0)
+    assert again is not None and again.event_id == entry.event_id  # stable
+    sent = report_builder(settings)(msgspec.structs.replace(row, status=Status.SENT),
+                                    StatusUpdate(status=Status.SENT), 0.0)
+    assert sent is None  # sent is not reported by default

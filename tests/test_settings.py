@@ -1,0 +1,73 @@
+"""Configuration: read once, wrong values name their variable, secrets never shown."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from connector.settings import REFERENCE, Settings, SettingsError, reference_table
+
+
+def test_defaults(tmp_path: Path) -> None:
+    s = Settings.from_env({"CONNECTOR_DATA_DIR": str(tmp_path)})
+    assert (s.host, s.port, s.default_vendor) == ("127.0.0.1", 8000, "twilio")
+    assert s.database_url == f"sqlite:///{tmp_path / 'connector.db'}"
+    assert s.public_url == "http://127.0.0.1:8000"
+    assert s.report_statuses == {"delivered", "failed"}
+    assert s.dedupe_retention == 7 * 86400
+    assert not s.allow_private_networks
+
+
+def test_port_wins_over_connector_port() -> None:
+    assert Settings.from_env({"PORT": "9000", "CONNECTOR_PORT": "8001"}).port == 9000
+    assert Settings.from_env({"CONNECTOR_PORT": "8001"}).port == 8001
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    pytest.param("CONNECTOR_PORT", "eighty", id="port-text"),
+    pytest.param("CONNECTOR_PORT", "70000", id="port-range"),
+    pytest.param("CONNECTOR_ALLOW_PRIVATE_NETWORKS", "maybe", id="bool"),
+    pytest.param("CONNECTOR_DEFAULT_VENDOR", "carrier-pigeon", id="vendor"),
+    pytest.param("CONNECTOR_REPORT_STATUSES", "delivered,exploded", id="report-status"),
+    pytest.param("CONNECTOR_AMBIGUOUS_POLICY", "sometimes", id="policy"),
+    pytest.param("CONNECTOR_MAX_BODY_BYTES", "-1", id="negative"),
+    pytest.param("CONNECTOR_PUBLIC_URL", "ftp://x", id="public-url"),
+    pytest.param("CONNECTOR_DATABASE_URL", "mysql://x", id="database-url"),
+    pytest.param("CONNECTOR_LOG_LEVEL", "loud", id="log-level"),
+])
+def test_wrong_value_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(name)):
+        Settings.from_env({name: value})
+
+
+def test_secrets_never_in_repr(tmp_path: Path) -> None:
+    s = Settings.from_env({"CONNECTOR_SECRET_KEY": "sk-very-secret",
+                           "CONNECTOR_REPORT_SECRET": "rs-very-secret",
+                           "CONNECTOR_ADMIN_KEY": "ak-very-secret"})
+    shown = repr(s) + str(s) + repr(s.secret_key) + repr([s.report_secret])
+    assert "very-secret" not in shown
+    assert s.secret_key == "sk-very-secret"  # still usable
+
+
+def test_generated_secrets_persist_in_data_dir(tmp_path: Path) -> None:
+    s = Settings.from_env({"CONNECTOR_DATA_DIR": str(tmp_path)})
+    first = s.with_generated_secrets()
+    again = Settings.from_env({"CONNECTOR_DATA_DIR": str(tmp_path)}).with_generated_secrets()
+    assert first.secret_key and first.secret_key == again.secret_key
+    assert first.report_secret == again.report_secret != first.secret_key
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+
+
+def test_reference_documents_every_variable_read() -> None:
+    source = Path(__file__).parents[1].joinpath("connector", "settings.py").read_text()
+    read = set(re.findall(r'"((?:CONNECTOR_[A-Z_]+)|PORT)"', source))
+    assert read == {s.name for s in REFERENCE}
+
+
+def test_readme_configuration_table_is_current() -> None:
+    readme = Path(__file__).parents[1].joinpath("README.md").read_text()
+    assert reference_table() in readme, (
+        "README's configuration table is stale; regenerate it with "
+        "python -c 'from connector.settings import reference_table; print(reference_table())'")
