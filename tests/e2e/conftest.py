@@ -3,6 +3,7 @@ receiver, all on 127.0.0.1 over real HTTP."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ import pytest
 
 from tests.fakes.receiver import ReportReceiver
 from tests.fakes.twilio import FakeTwilio
+from tests.openapi_check import assert_conforms, assert_report_conforms
 
 SID = "AC" + "0123456789abcdef" * 2
 TOKEN = "twilio-auth-token-" + "s3cr3t" * 3
@@ -100,9 +102,24 @@ class Connector:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
 
+def checked(response: httpx.Response) -> httpx.Response:
+    """Hold one real exchange with the connector to openapi.yaml."""
+    request = response.request
+    assert_conforms(request.method, str(request.url), request.headers, request.content,
+                    response.status_code, response.headers, response.content)
+    return response
+
+
+class CheckedTwilio(FakeTwilio):
+    """The Twilio fake, with every callback exchange held to openapi.yaml."""
+
+    def send_status(self, *args: Any, **kwargs: Any) -> httpx.Response:
+        return checked(super().send_status(*args, **kwargs))
+
+
 @pytest.fixture
 def twilio() -> Iterator[FakeTwilio]:
-    fake = FakeTwilio({SID: TOKEN}).start()
+    fake = CheckedTwilio({SID: TOKEN}).start()
     yield fake
     fake.stop()
     assert fake.schema_violations == [], "the connector sent a request Twilio's spec forbids"
@@ -115,6 +132,8 @@ def receiver() -> Iterator[ReportReceiver]:
     yield fake
     fake.stop()
     assert fake.auth_failures == [], "a report arrived without a valid JWT"
+    for post in fake.posts:
+        assert_report_conforms(post.headers, json.dumps(post.events).encode())
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import TOKEN, Connector, headers, send_body
+from tests.e2e.conftest import TOKEN, Connector, checked, headers, send_body
 from tests.e2e.test_spine import row, send
 from tests.fakes.receiver import ReportReceiver
 from tests.fakes.twilio import FakeTwilio
@@ -135,8 +135,8 @@ def test_bad_requests_are_400_and_call_nobody(
 
 
 def test_malformed_json_is_400(connector: Connector, twilio: FakeTwilio) -> None:
-    answer = httpx.post(connector.url + "/sms/send", content=b"{not json",
-                        headers=headers(twilio))
+    answer = checked(httpx.post(connector.url + "/sms/send", content=b"{not json",
+                                headers=headers(twilio)))
     assert answer.status_code == 400
     assert error(answer)["code"] == "malformed_json"
 
@@ -145,7 +145,8 @@ def test_missing_setting_names_the_header(
         connector: Connector, twilio: FakeTwilio, receiver: ReportReceiver) -> None:
     hdrs = headers(twilio)
     del hdrs["Chan-Auth-Token"]
-    answer = httpx.post(connector.url + "/sms/send", json=send_body(receiver), headers=hdrs)
+    answer = checked(httpx.post(connector.url + "/sms/send", json=send_body(receiver),
+                                headers=hdrs))
     assert answer.status_code == 400
     assert "Chan-Auth-Token" in error(answer)["message"]
     assert twilio.create_calls == 0

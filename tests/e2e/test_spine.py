@@ -15,6 +15,7 @@ from tests.e2e.conftest import (
     SID,
     TOKEN,
     Connector,
+    checked,
     headers,
     send_body,
 )
@@ -26,8 +27,8 @@ pytestmark = pytest.mark.e2e
 
 def send(connector: Connector, twilio: FakeTwilio, body: dict[str, Any],
          **extra: str) -> httpx.Response:
-    return httpx.post(connector.url + "/sms/send", json=body, headers=headers(twilio, **extra),
-                      timeout=30)
+    return checked(httpx.post(connector.url + "/sms/send", json=body,
+                              headers=headers(twilio, **extra), timeout=30))
 
 
 def row(connector: Connector, message_id: str) -> dict[str, Any]:
@@ -96,7 +97,7 @@ async def test_fifty_concurrent_repeats_send_once_and_answer_alike(
         answers = await asyncio.gather(*(
             client.post(connector.url + "/sms/send", json=body, headers=headers(twilio))
             for _ in range(50)))
-    assert {a.status_code for a in answers} == {200}
+    assert {checked(a).status_code for a in answers} == {200}
     assert len({a.content for a in answers}) == 1
     assert twilio.create_calls == 1
     # and later repeats still get the stored answer without a vendor call
