@@ -7,8 +7,6 @@ reset after sending) is ambiguous and goes to the configured policy.
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 import httpx
 
@@ -27,7 +25,7 @@ class HttpClient:
             connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=60,
                                              enable_cleanup_closed=True)
             self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",),
+                connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",),
                 headers={"User-Agent": "channel-api-connector"},
             )
 
@@ -36,7 +34,8 @@ class HttpClient:
             await self._session.close()
             self._session = None
 
-    async def send(self, request: httpx.Request, timeout: float, *, what: str) -> httpx.Response:
+    async def send(self, request: httpx.Request, timeout: float,  # noqa: ASYNC109
+                   *, what: str) -> httpx.Response:
         """Send and read the whole answer, raising a VendorError for transport failures."""
         if self._session is None:
             await self.start()
@@ -59,7 +58,7 @@ class HttpClient:
         except aiohttp.ClientConnectorError as exc:
             raise VendorUnavailable(f"{what}: cannot connect ({exc.os_error.strerror or 'refused'})"
                                     ) from None
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise AmbiguousOutcome(f"{what}: no answer within {timeout:g}s") from None
         except aiohttp.ClientError as exc:
             raise AmbiguousOutcome(f"{what}: connection lost ({type(exc).__name__})") from None

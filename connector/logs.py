@@ -14,7 +14,7 @@ from connector.msisdn import mask
 
 # Any run of 7+ digits that may stand behind 00 or + is a phone number until proven otherwise.
 _NUMBER: Final = re.compile(r"(?<![\w.])(?:\+|00)?[1-9][0-9]{6,14}(?![\w.])")
-_SECRET_KEYS: Final = re.compile(r"token|secret|password|authorization|api[-_]?key|auth", re.I)
+_SECRET_KEYS: Final = re.compile(r"token|secret|password|authorization|api[-_]?key|auth", re.IGNORECASE)
 _LEVELS: Final = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
                   "error": logging.ERROR}
 

@@ -40,7 +40,7 @@ RANK: Final = {
     Status.PENDING: 0,
     Status.ACCEPTED: 1,
     Status.SENT: 2,
-    **{status: 3 for status in TERMINAL},
+    **dict.fromkeys(TERMINAL, 3),
 }
 # What the platform hears: its vocabulary is delivered / failed (and sent when asked for).
 REPORT_STATUS: Final = {

@@ -198,7 +198,7 @@ class Dispatcher:
         ceiling = min(self.settings.report_max_backoff,
                       self.settings.report_backoff * 2 ** min(attempts, 30))
         delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # equal jitter
-        return max(delay, retry_after or 0.0)
+        return float(max(delay, retry_after or 0.0))
 
 
 def _seconds(raw: str | None) -> float | None:

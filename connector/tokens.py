@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import time
 from collections import OrderedDict
-from typing import Final
+from typing import Final, TypeVar
 
 import itsdangerous
 import jwt
@@ -15,6 +15,7 @@ import msgspec
 from cryptography.fernet import Fernet, InvalidToken
 
 _SEAL_CACHE_SIZE: Final = 1024
+V = TypeVar("V")
 
 
 def _derive(secret: str, purpose: bytes) -> bytes:
@@ -73,7 +74,7 @@ class SecretBox:
         return dict(opened)
 
 
-def _remember(cache: OrderedDict[bytes, object], key: bytes, value: object) -> None:
+def _remember(cache: OrderedDict[bytes, V], key: bytes, value: V) -> None:
     cache[key] = value
     if len(cache) > _SEAL_CACHE_SIZE:
         cache.popitem(last=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -64,7 +65,7 @@ async def drain(dispatcher: Dispatcher, rounds: int = 50) -> None:
             due = await dispatcher.store.next_report_due()
             if due is None:
                 return
-            time.sleep(max(0.0, min(0.2, due - time.time())))
+            await asyncio.sleep(max(0.0, min(0.2, due - time.time())))
 
 
 async def test_batches_by_url_in_chunks(parts: tuple[SqliteStore, Dispatcher],

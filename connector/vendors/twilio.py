@@ -119,10 +119,10 @@ def _port_variants(url: str) -> tuple[str, str]:
 
 
 class Twilio:
-    name = "twilio"
-    required = ("account-sid", "auth-token")
-    optional = ("messaging-service-sid", "base-url")
-    hosts = ("api.twilio.com",)
+    name: str = "twilio"
+    required: tuple[str, ...] = ("account-sid", "auth-token")
+    optional: tuple[str, ...] = ("messaging-service-sid", "base-url")
+    hosts: tuple[str, ...] = ("api.twilio.com",)
 
     def base_url(self, settings: Mapping[str, str]) -> str:
         return settings.get("base-url", DEFAULT_BASE_URL).rstrip("/")

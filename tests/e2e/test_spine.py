@@ -12,7 +12,6 @@ import pytest
 
 from tests.e2e.conftest import (
     REPORT_SECRET,
-    SID,
     TOKEN,
     Connector,
     checked,

@@ -108,7 +108,8 @@ class ReportReceiver(ServedApp):
             if not self._cond.wait_for(lambda: len(self._events) >= n, timeout):
                 raise AssertionError(
                     f"wanted {n} events within {timeout}s, got {len(self._events)}: {self._events!r}; "
-                    f"posts={[(p.status, p.events) for p in self._posts]!r}; auth_failures={self._auth_failures!r}"
+                    f"posts={[(p.status, p.events) for p in self._posts]!r}; "
+                    f"auth_failures={self._auth_failures!r}"
                 )
             return copy.deepcopy(self._events)
 

@@ -42,7 +42,8 @@ Params = Mapping[str, str | Sequence[str]] | Iterable[tuple[str, str]]
 
 
 def twilio_signature(token: str, url: str, params: Params) -> str:
-    """X-Twilio-Signature: b64 HMAC-SHA1(token, url + sorted(name + value)), values sorted+deduped per name."""
+    """X-Twilio-Signature: b64 HMAC-SHA1(token, url + sorted(name + value)); values sorted
+    and de-duplicated per name."""
     grouped: dict[str, set[str]] = {}
     items = params.items() if isinstance(params, Mapping) else params
     for key, value in items:
@@ -389,7 +390,8 @@ class FakeTwilio(ServedApp):
         if not sender and not service:
             return twilio_error(400, 21603, "A 'From' phone number is required.")
         if sender and not any(r.fullmatch(sender) for r in (E164, ALPHA_SENDER, SHORT_CODE)):
-            msg = f"The 'From' number {sender} is not a valid phone number, shortcode, or alphanumeric sender ID."
+            msg = (f"The 'From' number {sender} is not a valid phone number, shortcode, "
+                   "or alphanumeric sender ID.")
             return twilio_error(400, 21212, msg)
         # The spec makes Body conditional with MediaUrl/ContentSid (x-twilio.conditional).
         if not p.get("Body") and not p.get("MediaUrl") and not p.get("ContentSid"):

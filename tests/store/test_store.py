@@ -19,11 +19,12 @@ NOW = 1_800_000_000.0
 
 
 def new(request_id: str | None = "r1", **changes: object) -> NewMessage:
-    fields: dict[str, object] = dict(
-        id=uuid.uuid4().hex, request_id=request_id, vendor="twilio", sealed_settings=b"sealed",
-        sender="MyBrand", to_number="+447911123456", custom_data="cd", callback_url="https://r",
-        metadata=None, segments=1, encoding="gsm7", claimed_until=NOW + 15,
-    )
+    fields: dict[str, object] = {
+        "id": uuid.uuid4().hex, "request_id": request_id, "vendor": "twilio",
+        "sealed_settings": b"sealed", "sender": "MyBrand", "to_number": "+447911123456",
+        "custom_data": "cd", "callback_url": "https://r", "metadata": None, "segments": 1,
+        "encoding": "gsm7", "claimed_until": NOW + 15,
+    }
     fields.update(changes)
     return NewMessage(**fields)  # type: ignore[arg-type]
 
