@@ -70,6 +70,9 @@ class Accepted(msgspec.Struct, frozen=True, kw_only=True):
     status: Status = Status.ACCEPTED
     segments: int | None = None
     from_number: str | None = None
+    # Vendors that split a long text into separately reported parts (Vonage) list every part's
+    # id; status callbacks then name a part and the message status combines them.
+    part_ids: tuple[str, ...] = ()
 
 
 class StatusUpdate(msgspec.Struct, frozen=True, kw_only=True):
@@ -77,6 +80,8 @@ class StatusUpdate(msgspec.Struct, frozen=True, kw_only=True):
 
     status: Status
     vendor_message_id: str | None = None
+    message_ref: str | None = None  # the connector's message id, when the vendor echoes it
+    part_id: str | None = None  # which part of a multipart message this is about
     occurred_at: float | None = None  # unix seconds, when the vendor says it happened
     error_code: str | None = None
     error_message: str | None = None

@@ -24,34 +24,60 @@ from connector.model import Accepted, Outgoing, StatusUpdate
 AUTH: Final = "auth"
 THROTTLED: Final = "throttled"
 TRANSIENT: Final = "transient"
+REJECTED: Final = "rejected"
 
 
 class Callback(msgspec.Struct, frozen=True, kw_only=True):
     """A vendor's status callback as received: everything an adapter may verify or read."""
 
     url: str  # the public URL the vendor called, query string included
+    method: str = "POST"
     headers: Mapping[str, str]  # lower-case names
     body: bytes
     params: list[tuple[str, str]]  # form fields (or query fields for GET callbacks), in order
 
 
 class Vendor(Protocol):
-    """A CPaaS vendor. No I/O: build requests, read responses and callbacks."""
+    """A CPaaS vendor. No I/O: build requests, read responses and callbacks.
+
+    Settings are the `Chan-*` headers, lower case without the prefix (`auth-token`).
+    """
 
     name: str
-    required: tuple[str, ...]  # Chan-* setting names (lower case, without the prefix)
+    required: tuple[str, ...]
     optional: tuple[str, ...]
     hosts: tuple[str, ...]  # documented API hosts a Base-Url may name without extra allowing
+    # True: every callback must carry the connector's signed token (`?m=`) in its URL.
+    # False: the vendor calls a fixed subscription URL; callbacks are matched by the reference
+    # or vendor id inside them and must pass the vendor's own signature check.
+    token_callbacks: bool
 
     def base_url(self, settings: Mapping[str, str]) -> str: ...
 
     def build_send(self, message: Outgoing, settings: Mapping[str, str]) -> httpx.Request: ...
 
-    def parse_send(self, response: httpx.Response) -> Accepted: ...
+    def parse_send(self, response: httpx.Response) -> Accepted:
+        """The acceptance, or raise the VendorError the platform should see."""
 
-    def verify(self, callback: Callback, settings: Mapping[str, str]) -> None: ...
+    def verify(self, callback: Callback, settings: Mapping[str, str]) -> None:
+        """Raise InvalidSignature unless the callback is authentic for these settings."""
 
-    def parse_status(self, callback: Callback) -> list[StatusUpdate]: ...
+    def parse_status(self, callback: Callback) -> list[StatusUpdate]:
+        """Updates in the shared model; unknown vendor statuses are logged and left out."""
+
+    def build_verify(self, settings: Mapping[str, str]) -> httpx.Request:
+        """One cheap authenticated call that proves the credentials work."""
+
+    def parse_verify(self, response: httpx.Response) -> None:
+        """Return when the credentials work, else raise a VendorError saying what is wrong."""
+
+    def build_lookup(self, message: Outgoing, settings: Mapping[str, str]
+                     ) -> httpx.Request | None:
+        """A look-up of this message by the connector's reference; None: the vendor has none."""
+
+    def parse_lookup(self, response: httpx.Response) -> Accepted | None:
+        """The message as the vendor knows it, None when the vendor never took it; raise a
+        VendorError when the look-up itself failed."""
 
 
 def basic_auth(user: str, password: str) -> str:
@@ -88,24 +114,29 @@ def classify(
     otherwise the HTTP status: 429 throttled, 5xx unavailable, 401/403 auth, other 4xx rejected.
     """
     known = codes.get(vendor_code) if vendor_code is not None else None
-    kind, code = known if known is not None else _by_status(response.status_code)
+    kind, code = known if known is not None else by_status(response.status_code)
     message = f"{vendor}: {detail}" if detail else f"{vendor} answered HTTP {response.status_code}"
+    return error_for(kind, code, message, vendor_code, retry_after(response))
+
+
+def error_for(kind: str, code: str, message: str, vendor_code: str | None,
+              retry_after: float | None = None) -> VendorError:
+    """The VendorError of one class; for vendors that report errors inside a 200 (Vonage)."""
     if kind == THROTTLED:
-        return VendorThrottled(message, vendor_code=vendor_code,
-                               retry_after=retry_after(response) or 1.0)
+        return VendorThrottled(message, vendor_code=vendor_code, retry_after=retry_after or 1.0)
     if kind == TRANSIENT:
         return VendorUnavailable(message, code=code, vendor_code=vendor_code,
-                                 retry_after=retry_after(response))
+                                 retry_after=retry_after)
     if kind == AUTH:
         return VendorAuthFailed(message, code=code, vendor_code=vendor_code)
     return VendorRejected(message, code=code, vendor_code=vendor_code)
 
 
-def _by_status(status: int) -> tuple[str, str]:
+def by_status(status: int) -> tuple[str, str]:
     if status == 429:
         return THROTTLED, "throttled"
     if status >= 500:
         return TRANSIENT, "vendor_unavailable"
     if status in (401, 403):
         return AUTH, "vendor_auth_failed"
-    return "rejected", "rejected"
+    return REJECTED, "rejected"

@@ -18,7 +18,7 @@ import httpx
 import msgspec
 import structlog
 
-from connector.errors import InvalidSignature
+from connector.errors import InvalidSignature, VendorAuthFailed
 from connector.model import Accepted, Outgoing, Status, StatusUpdate
 from connector.vendors.base import AUTH, THROTTLED, TRANSIENT, Callback, basic_auth, classify
 
@@ -118,11 +118,20 @@ def _port_variants(url: str) -> tuple[str, str]:
     return bare, with_port
 
 
+def _code(response: httpx.Response) -> str | None:
+    try:
+        code = _error.decode(response.content).code
+    except msgspec.DecodeError:
+        return None
+    return None if code is None else str(code)
+
+
 class Twilio:
     name: str = "twilio"
     required: tuple[str, ...] = ("account-sid", "auth-token")
     optional: tuple[str, ...] = ("messaging-service-sid", "base-url")
     hosts: tuple[str, ...] = ("api.twilio.com",)
+    token_callbacks: bool = True
 
     def base_url(self, settings: Mapping[str, str]) -> str:
         return settings.get("base-url", DEFAULT_BASE_URL).rstrip("/")
@@ -155,9 +164,32 @@ class Twilio:
             error = _error.decode(response.content)
         except msgspec.DecodeError:
             error = _Error()
-        code = str(error.code) if error.code is not None else None
-        raise classify(response, vendor=self.name, vendor_code=code,
+        raise classify(response, vendor=self.name, vendor_code=_code(response),
                        detail=error.message or error.detail or "", codes=ERROR_CODES)
+
+    def build_verify(self, settings: Mapping[str, str]) -> httpx.Request:
+        sid = settings["account-sid"]
+        return httpx.Request(
+            "GET", f"{self.base_url(settings)}/2010-04-01/Accounts/{sid}.json",
+            headers={"Accept": "application/json",
+                     "Authorization": basic_auth(sid, settings["auth-token"])},
+        )
+
+    def parse_verify(self, response: httpx.Response) -> None:
+        if response.status_code == 200:
+            return
+        if response.status_code in (401, 403, 404):
+            raise VendorAuthFailed("twilio: the Account SID and Auth Token were not accepted",
+                                   vendor_code=_code(response))
+        raise classify(response, vendor=self.name, vendor_code=_code(response),
+                       detail="could not check the credentials", codes=ERROR_CODES)
+
+    def build_lookup(self, message: Outgoing, settings: Mapping[str, str]
+                     ) -> httpx.Request | None:
+        return None  # Twilio takes no client reference to look a message up by
+
+    def parse_lookup(self, response: httpx.Response) -> Accepted | None:
+        return None
 
     def verify(self, callback: Callback, settings: Mapping[str, str]) -> None:
         given = callback.headers.get("x-twilio-signature", "")
