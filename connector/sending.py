@@ -10,9 +10,9 @@ from typing import Final
 import msgspec
 import structlog
 
-from connector.errors import AmbiguousOutcome, InflightTimeout, VendorError
+from connector.errors import AmbiguousOutcome, InflightTimeout, VendorError, VendorUnavailable
 from connector.http import HttpClient
-from connector.model import Outgoing, Status
+from connector.model import Accepted, Outgoing, Status
 from connector.settings import Settings
 from connector.store.base import Claim, NewMessage, SendOutcome, Store, StoredResponse
 from connector.tokens import CallbackTokens
@@ -70,12 +70,18 @@ class Sender:
 
     async def _call(self, vendor: Vendor, config: Mapping[str, str], message: NewMessage,
                     text: str) -> SendOutcome:
-        request = vendor.build_send(self._outgoing(vendor, message, text), config)
+        outgoing = self._outgoing(vendor, message, text)
+        request = vendor.build_send(outgoing, config)
         try:
-            answer = await self.http.send(request, self.settings.vendor_timeout, what=vendor.name)
-            accepted = vendor.parse_send(answer)
-        except AmbiguousOutcome as exc:
-            return self._ambiguous(exc)
+            try:
+                answer = await self.http.send(request, self.settings.vendor_timeout,
+                                              what=vendor.name)
+                accepted = vendor.parse_send(answer)
+            except AmbiguousOutcome as exc:
+                found = await self._reconcile(vendor, config, outgoing, exc)
+                if found is None:
+                    return self._ambiguous(exc)
+                accepted = found
         except VendorError as exc:
             log.info("vendor_refused", code=exc.code, vendor_code=exc.vendor_code,
                      retryable=exc.retryable)
@@ -95,7 +101,31 @@ class Sender:
             response=StoredResponse(status=200, body=body), status=accepted.status,
             vendor_message_id=accepted.vendor_message_id,
             segments=accepted.segments or message.segments, from_number=accepted.from_number,
+            parts=max(1, len(accepted.part_ids)),
         )
+
+    async def _reconcile(self, vendor: Vendor, config: Mapping[str, str], outgoing: Outgoing,
+                         exc: AmbiguousOutcome) -> Accepted | None:
+        """Ask the vendor, by the connector's reference, whether it took the message.
+
+        Returns the acceptance when it did; raises VendorUnavailable (retryable, the claim is
+        freed) when it certainly did not; None when the vendor cannot tell us.
+        """
+        lookup = vendor.build_lookup(outgoing, config)
+        if lookup is None:
+            return None
+        try:
+            answer = await self.http.send(lookup, self.settings.vendor_timeout,
+                                          what=f"{vendor.name} look-up")
+            found = vendor.parse_lookup(answer)
+        except VendorError as failed:
+            log.warning("reconcile_failed", error=failed.message)
+            return None
+        log.info("reconciled", found=found is not None)
+        if found is None:
+            raise VendorUnavailable(f"{exc.message}; the vendor has no record of the message, "
+                                    "so it is safe to send again")
+        return found
 
     def _ambiguous(self, exc: AmbiguousOutcome) -> SendOutcome:
         """The vendor may have taken the message. at_most_once keeps the claim (repeats get

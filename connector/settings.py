@@ -64,6 +64,8 @@ REFERENCE: Final[tuple[Setting, ...]] = (
             "(`*.example.com` matches subdomains); empty = any public host"),
     Setting("CONNECTOR_VENDOR_HOSTS", "", "comma list of hosts allowed as a vendor Base-Url, "
             "beside each vendor's documented host; empty = documented hosts only"),
+    Setting("CONNECTOR_CALLBACK_BASIC_AUTH", "", "`user:password` every vendor callback must "
+            "present as HTTP Basic auth (for vendors configured to send it); empty = not checked"),
     Setting("CONNECTOR_REPORT_STATUSES", "delivered,failed",
             "which statuses produce delivery reports (`sent` adds intermediate reports)"),
     Setting("CONNECTOR_MAX_BODY_BYTES", "65536", "largest accepted /sms/send body (413 above)"),
@@ -103,6 +105,7 @@ class Settings:
     public_url: str = ""
     default_vendor: str = "twilio"
     admin_key: Secret = field(default=Secret(""), repr=False)
+    callback_basic_auth: Secret = field(default=Secret(""), repr=False)
     allow_private_networks: bool = False
     allow_http: bool = False
     callback_hosts: tuple[str, ...] = ()
@@ -180,6 +183,7 @@ class Settings:
             public_url=public_url,
             default_vendor=default_vendor,
             admin_key=Secret(env.get("CONNECTOR_ADMIN_KEY") or ""),
+            callback_basic_auth=Secret(r.parse("CONNECTOR_CALLBACK_BASIC_AUTH", _user_password)),
             allow_private_networks=r.parse("CONNECTOR_ALLOW_PRIVATE_NETWORKS", _bool),
             allow_http=r.parse("CONNECTOR_ALLOW_HTTP", _bool),
             callback_hosts=tuple(h.lower() for h in r.csv("CONNECTOR_CALLBACK_HOSTS")),
@@ -215,7 +219,8 @@ class Settings:
         return self.replace(secret_key=secret_key, report_secret=report_secret)
 
 
-_SECRET_FIELDS: Final = frozenset({"secret_key", "report_secret", "admin_key"})
+_SECRET_FIELDS: Final = frozenset({"secret_key", "report_secret", "admin_key",
+                                   "callback_basic_auth"})
 
 
 class _Reader:
@@ -250,6 +255,12 @@ def _bool(raw: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError("expected true or false")
+
+
+def _user_password(raw: str) -> str:
+    if raw and ":" not in raw:
+        raise ValueError("expected user:password")
+    return raw
 
 
 def _port(raw: str) -> int:

@@ -148,7 +148,8 @@ def test_report_event_shape(tmp_path: Path) -> None:
         to_number="+447911123456", custom_data="cd", callback_url="https://r",
         status=Status.UNDELIVERED, vendor_message_id="SM1", from_number="+15005550006",
         segments=2, encoding="gsm7", error_code="30003", error_message="Unreachable",
-        ambiguous=False, handed_off_at=1.0, delivered_at=None, errored_at=2.0, created_at=0.0,
+        ambiguous=False, parts=1, handed_off_at=1.0, delivered_at=None, errored_at=2.0,
+        created_at=0.0,
         updated_at=2.0)
     entry = report_builder(settings)(row, StatusUpdate(status=Status.UNDELIVERED,
                                                        occurred_at=1_800_000_000.5), 0.0)

@@ -3,6 +3,8 @@ only forward (SPEC section 3)."""
 
 from __future__ import annotations
 
+import base64
+import hmac
 import time
 from typing import Final
 from urllib.parse import parse_qsl
@@ -13,14 +15,15 @@ from starlette.responses import Response
 
 from connector.api.send import read_body
 from connector.errors import InvalidSignature
-from connector.model import Applied
+from connector.model import Applied, StatusUpdate
 from connector.services import Services
+from connector.store.base import MessageRow
 from connector.vendors import VENDORS
-from connector.vendors.base import Callback
+from connector.vendors.base import Callback, Vendor
 
 log = structlog.get_logger("connector.callbacks")
 
-MAX_CALLBACK_BYTES: Final = 64 * 1024
+MAX_CALLBACK_BYTES: Final = 256 * 1024
 _FORM: Final = "application/x-www-form-urlencoded"
 
 
@@ -31,12 +34,39 @@ def public_url(services: Services, request: Request) -> str:
     return f"{base}?{query}" if query else base
 
 
+def _check_basic_auth(services: Services, request: Request) -> None:
+    expected = services.settings.callback_basic_auth
+    if not expected:
+        return
+    given = request.headers.get("authorization", "")
+    wanted = "Basic " + base64.b64encode(expected.encode()).decode()
+    if not hmac.compare_digest(given.encode(), wanted.encode()):
+        raise InvalidSignature("callback Basic credentials are missing or wrong")
+
+
+async def _message_for(services: Services, vendor: Vendor, token_id: str | None,
+                       update: StatusUpdate) -> MessageRow | None:
+    store = services.store
+    if token_id is not None:
+        if update.message_ref is not None and update.message_ref != token_id:
+            raise InvalidSignature("callback is about another message than its token")
+        return await store.message(token_id)
+    if update.message_ref is not None:
+        row = await store.message(update.message_ref)
+        if row is not None:
+            return row
+    if update.vendor_message_id is not None:
+        return await store.find_by_vendor_id(vendor.name, update.vendor_message_id)
+    return None
+
+
 async def status(request: Request) -> Response:
     services: Services = request.app.state.services
     vendor = VENDORS.get(request.path_params["vendor"])
     if vendor is None:
         return Response(status_code=404)
     structlog.contextvars.bind_contextvars(vendor=vendor.name)
+    _check_basic_auth(services, request)
     body = await read_body(request, MAX_CALLBACK_BYTES)
     if request.method == "GET":
         params = [(k, v) for k, v in request.query_params.multi_items() if k != "m"]
@@ -45,23 +75,31 @@ async def status(request: Request) -> Response:
     else:
         params = []
     token = request.query_params.get("m")
-    message_id = services.tokens.unsign(token) if token else None
-    if message_id is None:
+    token_id = services.tokens.unsign(token) if token else None
+    if token_id is None and (token or vendor.token_callbacks):
         raise InvalidSignature("callback token is missing or invalid")
-    structlog.contextvars.bind_contextvars(message_id=message_id)
-    row = await services.store.message(message_id)
-    if row is None:
-        log.info("callback_unknown_message")
-        return Response(status_code=204)
-    if row.vendor != vendor.name:
-        raise InvalidSignature(f"message was sent through {row.vendor}, not {vendor.name}")
-    callback = Callback(url=public_url(services, request), headers=request.headers,
-                        body=body, params=params)
-    vendor.verify(callback, services.box.open(row.sealed_settings) or {})
-    now = time.time()
+    callback = Callback(url=public_url(services, request), method=request.method,
+                        headers=request.headers, body=body, params=params)
+    # Parsing reads only; nothing is applied until every message involved is verified.
+    pending: list[tuple[MessageRow, StatusUpdate]] = []
+    verified: set[str] = set()
     for update in vendor.parse_status(callback):
-        applied = await services.store.apply_status(message_id, update, now, services.report)
-        log.info("callback_applied", status=update.status.value, result=applied.value)
+        row = await _message_for(services, vendor, token_id, update)
+        if row is None:
+            log.info("callback_unknown_message", vendor_message_id=update.vendor_message_id)
+            continue
+        if row.vendor != vendor.name:
+            raise InvalidSignature(f"message was sent through {row.vendor}, not {vendor.name}")
+        if row.id not in verified:
+            vendor.verify(callback, services.box.open(row.sealed_settings) or {})
+            verified.add(row.id)
+        pending.append((row, update))
+    now = time.time()
+    for row, update in pending:
+        structlog.contextvars.bind_contextvars(message_id=row.id)
+        applied = await services.store.apply_status(row.id, update, now, services.report)
+        log.info("callback_applied", status=update.status.value, part=update.part_id,
+                 result=applied.value)
         if applied is Applied.APPLIED:
             services.dispatcher.wake()
     return Response(status_code=204)

@@ -56,6 +56,7 @@ class SendOutcome(msgspec.Struct, frozen=True, kw_only=True):
     error_message: str | None = None
     release: bool = False  # retryable: free the request_id so a repeat sends again
     ambiguous: bool = False
+    parts: int = 1  # separately reported parts at the vendor (Vonage multipart)
 
 
 class MessageRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -75,6 +76,7 @@ class MessageRow(msgspec.Struct, frozen=True, kw_only=True):
     error_code: str | None
     error_message: str | None
     ambiguous: bool
+    parts: int
     handed_off_at: float | None
     delivered_at: float | None
     errored_at: float | None
@@ -140,6 +142,9 @@ class Store(Protocol):
 
     async def find(self, key: str) -> MessageRow | None:
         """By connector message id, else by request_id (newest first)."""
+
+    async def find_by_vendor_id(self, vendor: str, vendor_message_id: str
+                                ) -> MessageRow | None: ...
 
     async def apply_status(self, message_id: str, update: StatusUpdate, now: float,
                            report: ReportBuilder) -> Applied: ...

@@ -65,4 +65,19 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX report_attempts_outbox ON report_attempts (outbox_id)
     """,
+    # 2: vendors without URL tokens match callbacks by vendor id; multipart messages (Vonage)
+    # keep one status per part.
+    """
+    ALTER TABLE messages ADD COLUMN parts INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX messages_vendor_id ON messages (vendor, vendor_message_id);
+    CREATE TABLE message_parts (
+        message_id TEXT NOT NULL,
+        part_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        error_code TEXT,
+        error_message TEXT,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (message_id, part_id)
+    )
+    """,
 )

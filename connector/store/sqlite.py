@@ -33,7 +33,7 @@ from connector.store.schema import MIGRATIONS
 _ROW_COLUMNS: Final = (
     "id, request_id, vendor, sealed_settings, sender, to_number, custom_data, callback_url, "
     "status, vendor_message_id, from_number, segments, encoding, error_code, error_message, "
-    "ambiguous, handed_off_at, delivered_at, errored_at, created_at, updated_at"
+    "ambiguous, parts, handed_off_at, delivered_at, errored_at, created_at, updated_at"
 )
 _PURGE_BATCH: Final = 5000
 
@@ -41,13 +41,14 @@ _PURGE_BATCH: Final = 5000
 def _row(values: tuple[Any, ...]) -> MessageRow:
     (id_, request_id, vendor, sealed, sender, to_number, custom_data, callback_url, status,
      vendor_message_id, from_number, segments, encoding, error_code, error_message, ambiguous,
-     handed_off_at, delivered_at, errored_at, created_at, updated_at) = values
+     parts, handed_off_at, delivered_at, errored_at, created_at, updated_at) = values
     return MessageRow(
         id=id_, request_id=request_id, vendor=vendor, sealed_settings=sealed, sender=sender,
         to_number=to_number, custom_data=custom_data, callback_url=callback_url,
         status=Status(status), vendor_message_id=vendor_message_id, from_number=from_number,
         segments=segments, encoding=encoding, error_code=error_code, error_message=error_message,
-        ambiguous=bool(ambiguous), handed_off_at=handed_off_at, delivered_at=delivered_at,
+        ambiguous=bool(ambiguous), parts=parts, handed_off_at=handed_off_at,
+        delivered_at=delivered_at,
         errored_at=errored_at, created_at=created_at, updated_at=updated_at,
     )
 
@@ -77,6 +78,22 @@ def stamped(row: MessageRow, update: StatusUpdate, now: float) -> MessageRow:
         errored_at=at if status.terminal and status is not Status.DELIVERED else row.errored_at,
         updated_at=now,
     )
+
+
+def combine_parts(update: StatusUpdate, parts: list[tuple[Status, str | None, str | None]],
+                  expected: int) -> StatusUpdate | Applied:
+    """A multipart message fails with its first failed part, is delivered when every part
+    is, and is sent once any part is; otherwise nothing changes for the message."""
+    for status, code, text in parts:
+        if status.terminal and status is not Status.DELIVERED:
+            return msgspec.structs.replace(update, status=status, error_code=code,
+                                           error_message=text, part_id=None)
+    delivered = sum(1 for status, _, _ in parts if status is Status.DELIVERED)
+    if delivered >= expected:
+        return msgspec.structs.replace(update, status=Status.DELIVERED, part_id=None)
+    if any(status.rank >= Status.SENT.rank for status, _, _ in parts):
+        return msgspec.structs.replace(update, status=Status.SENT, part_id=None)
+    return Applied.APPLIED
 
 
 class SqliteStore:
@@ -202,7 +219,7 @@ class SqliteStore:
             # A callback may have arrived before this answer: never move the status back.
             db.execute(
                 "UPDATE messages SET response_status = ?, response_body = ?, "
-                "response_retry_after = ?, claimed_until = 0, ambiguous = ?, "
+                "response_retry_after = ?, claimed_until = 0, ambiguous = ?, parts = ?, "
                 "status = CASE WHEN status = 'pending' THEN ? ELSE status END, "
                 "vendor_message_id = COALESCE(vendor_message_id, ?), "
                 "segments = COALESCE(?, segments), from_number = COALESCE(from_number, ?), "
@@ -211,7 +228,7 @@ class SqliteStore:
                 "errored_at = COALESCE(errored_at, ?), "
                 "claim_key = CASE WHEN ? THEN NULL ELSE claim_key END, updated_at = ? "
                 "WHERE id = ?",
-                (o.response.status, o.response.body, o.response.retry_after, o.ambiguous,
+                (o.response.status, o.response.body, o.response.retry_after, o.ambiguous, o.parts,
                  o.status.value, o.vendor_message_id, o.segments, o.from_number, o.error_code,
                  o.error_message, errored, o.release, now, message_id),
             )
@@ -233,6 +250,15 @@ class SqliteStore:
             ).fetchone()
         return None if found is None else _row(found)
 
+    async def find_by_vendor_id(self, vendor: str, vendor_message_id: str
+                                ) -> MessageRow | None:
+        with self._errors() as db:
+            found = db.execute(
+                f"SELECT {_ROW_COLUMNS} FROM messages WHERE vendor = ? AND vendor_message_id = ? "
+                "ORDER BY created_at DESC LIMIT 1", (vendor, vendor_message_id),
+            ).fetchone()
+        return None if found is None else _row(found)
+
     async def apply_status(self, message_id: str, update: StatusUpdate, now: float,
                            report: ReportBuilder) -> Applied:
         with self._tx() as db:
@@ -244,6 +270,11 @@ class SqliteStore:
 
     def _apply(self, db: sqlite3.Connection, row: MessageRow, update: StatusUpdate, now: float,
                report: ReportBuilder) -> Applied:
+        if update.part_id is not None and row.parts > 1:
+            combined = self._apply_part(db, row, update, now)
+            if not isinstance(combined, StatusUpdate):
+                return combined
+            update = combined
         if update.status is row.status:
             return Applied.DUPLICATE
         if not update.status.advances(row.status):
@@ -265,6 +296,30 @@ class SqliteStore:
                 (entry.event_id, row.id, entry.url, entry.payload, now, now),
             )
         return Applied.APPLIED
+
+    def _apply_part(self, db: sqlite3.Connection, row: MessageRow, update: StatusUpdate,
+                    now: float) -> StatusUpdate | Applied:
+        """Record one part's status; the message's status is what all parts add up to."""
+        found = db.execute("SELECT status FROM message_parts WHERE message_id = ? AND "
+                           "part_id = ?", (row.id, update.part_id)).fetchone()
+        if found is not None:
+            previous = Status(found[0])
+            if update.status is previous:
+                return Applied.DUPLICATE
+            if not update.status.advances(previous):
+                return Applied.REGRESSED
+        db.execute(
+            "INSERT INTO message_parts (message_id, part_id, status, error_code, error_message, "
+            "updated_at) VALUES (?,?,?,?,?,?) ON CONFLICT (message_id, part_id) DO UPDATE SET "
+            "status = excluded.status, error_code = excluded.error_code, "
+            "error_message = excluded.error_message, updated_at = excluded.updated_at",
+            (row.id, update.part_id, update.status.value, update.error_code,
+             update.error_message, now),
+        )
+        parts = [(Status(s), code, text) for s, code, text in db.execute(
+            "SELECT status, error_code, error_message FROM message_parts WHERE message_id = ? "
+            "ORDER BY updated_at", (row.id,))]
+        return combine_parts(update, parts, row.parts)
 
     async def expire_ambiguous(self, older_than: float, now: float,
                                report: ReportBuilder) -> int:

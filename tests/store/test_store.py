@@ -199,3 +199,61 @@ async def test_find_by_message_id_or_request_id(store: Store) -> None:
 
 async def test_ping_ok_when_migrated(store: Store) -> None:
     await store.ping()
+
+
+async def test_find_by_vendor_id(store: Store) -> None:
+    m = new()
+    await store.claim(m, NOW)
+    await store.record_outcome(m.id, OK, NOW)
+    found = await store.find_by_vendor_id("twilio", "SM1")
+    assert found is not None and found.id == m.id
+    assert await store.find_by_vendor_id("bird", "SM1") is None
+
+
+async def multipart(store: Store, parts: int = 2) -> str:
+    m = new()
+    await store.claim(m, NOW)
+    outcome = SendOutcome(response=OK.response, status=Status.ACCEPTED, vendor_message_id="p1",
+                          parts=parts)
+    await store.record_outcome(m.id, outcome, NOW)
+    return m.id
+
+
+def part(part_id: str, status: Status, code: str | None = None) -> StatusUpdate:
+    return StatusUpdate(status=status, part_id=part_id, error_code=code)
+
+
+async def test_multipart_is_delivered_only_when_every_part_is(store: Store) -> None:
+    message_id = await multipart(store)
+    delivered = Status.DELIVERED
+    assert await store.apply_status(message_id, part("p1", delivered), NOW, report_all) \
+        is Applied.APPLIED
+    row = await store.message(message_id)
+    assert row is not None and row.status is Status.SENT
+    assert await store.apply_status(message_id, part("p1", delivered), NOW, report_all) \
+        is Applied.DUPLICATE
+    await store.apply_status(message_id, part("p2", delivered), NOW + 1, report_all)
+    row = await store.message(message_id)
+    assert row is not None and row.status is Status.DELIVERED
+    leased = await store.lease_reports("w", NOW + 5, 10, 30)
+    assert sorted(i.payload for i in leased) == [b'{"status":"delivered"}', b'{"status":"sent"}']
+
+
+async def test_multipart_fails_with_its_first_failed_part(store: Store) -> None:
+    message_id = await multipart(store, parts=3)
+    await store.apply_status(message_id, part("p1", Status.DELIVERED), NOW, report_none)
+    await store.apply_status(message_id, part("p2", Status.UNDELIVERED, "9"), NOW, report_none)
+    row = await store.message(message_id)
+    assert row is not None
+    assert (row.status, row.error_code) == (Status.UNDELIVERED, "9")
+    late = await store.apply_status(message_id, part("p3", Status.DELIVERED), NOW, report_none)
+    assert late is not Applied.APPLIED
+    row = await store.message(message_id)
+    assert row is not None and row.status is Status.UNDELIVERED
+
+
+async def test_part_status_only_moves_forward(store: Store) -> None:
+    message_id = await multipart(store)
+    await store.apply_status(message_id, part("p1", Status.DELIVERED), NOW, report_none)
+    assert await store.apply_status(message_id, part("p1", Status.SENT), NOW, report_none) \
+        is Applied.REGRESSED

@@ -1,0 +1,84 @@
+"""Transport failures are classified once: never sent (retry) versus maybe sent (ambiguous)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+
+from connector.errors import AmbiguousOutcome, VendorUnavailable
+from connector.http import HttpClient
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[HttpClient]:
+    http = HttpClient()
+    await http.start()
+    yield http
+    await http.close()
+
+
+async def serve(handler: Handler) -> tuple[asyncio.Server, str]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}/x"
+
+
+def request(url: str) -> httpx.Request:
+    return httpx.Request("POST", url, content=b"To=%2B447911123456", headers={"A": "b"})
+
+
+async def test_refused_connection_was_never_sent(client: HttpClient) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(VendorUnavailable) as caught:
+        await client.send(request(f"http://127.0.0.1:{port}/x"), 2.0, what="vendor")
+    assert caught.value.retryable
+
+
+async def test_silence_after_sending_is_ambiguous(client: HttpClient) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        await reader.read()  # say nothing until the client gives up and hangs up
+        writer.close()
+        await writer.wait_closed()
+
+    server, url = await serve(silent)
+    async with server:
+        with pytest.raises(AmbiguousOutcome):
+            await client.send(request(url), 0.3, what="vendor")
+
+
+async def test_reset_after_sending_is_ambiguous(client: HttpClient) -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        writer.transport.abort()
+        await asyncio.sleep(0)
+
+    server, url = await serve(hang_up)
+    async with server:
+        with pytest.raises(AmbiguousOutcome):
+            await client.send(request(url), 2.0, what="vendor")
+
+
+async def test_answer_arrives_as_httpx_response(client: HttpClient) -> None:
+    async def ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
+                     b"Retry-After: 3\r\nContent-Length: 11\r\n\r\n{\"sid\":\"S\"}")
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    server, url = await serve(ok)
+    async with server:
+        answer = await client.send(request(url), 2.0, what="vendor")
+    assert answer.status_code == 201
+    assert answer.json() == {"sid": "S"}
+    assert answer.headers["retry-after"] == "3"

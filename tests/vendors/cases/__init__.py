@@ -1,0 +1,31 @@
+"""Per-vendor inputs for the contract suite: what only that vendor's documentation can say."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import httpx
+
+from connector.vendors.base import Callback
+
+
+@dataclass(frozen=True)
+class Case:
+    """What the contract suite needs from one vendor to hold its adapter to the contract.
+
+    settings: working Chan-* settings, secrets included, default (documented) host.
+    secrets: the values in `settings` that must never leak.
+    number: how the recipient +447911123456 must appear in the send request.
+    accepted: a documented success answer to a send; its vendor id is `vendor_id`.
+    rejected: a documented permanent refusal and the vendor code it carries.
+    callback: builds a correctly signed status callback carrying a vendor status.
+    """
+
+    settings: Mapping[str, str]
+    secrets: tuple[str, ...]
+    number: str
+    accepted: httpx.Response
+    vendor_id: str
+    rejected: tuple[httpx.Response, str]
+    callback: Callable[[str], Callback]

@@ -1,0 +1,33 @@
+"""Twilio's inputs for the vendor contract suite."""
+
+from __future__ import annotations
+
+import httpx
+
+from connector.vendors.base import Callback
+from connector.vendors.twilio import signature
+from tests.vendors.cases import Case
+
+TOKEN = "twilio-contract-token-7f3a"
+SETTINGS = {"account-sid": "AC" + "9" * 32, "auth-token": TOKEN}
+URL = "https://connector.example/callbacks/twilio/status?m=tok"
+
+
+def callback(status: str) -> Callback:
+    params = [("MessageSid", "SM" + "b" * 32), ("MessageStatus", status),
+              ("AccountSid", SETTINGS["account-sid"]), ("To", "+447911123456")]
+    return Callback(url=URL, body=b"", params=params,
+                    headers={"x-twilio-signature": signature(TOKEN, URL, params)})
+
+
+CASE = Case(
+    settings=SETTINGS,
+    secrets=(TOKEN,),
+    number="+447911123456",
+    accepted=httpx.Response(201, json={"sid": "SM" + "b" * 32, "status": "queued",
+                                       "num_segments": "1"}),
+    vendor_id="SM" + "b" * 32,
+    rejected=(httpx.Response(400, json={"code": 21211, "message": "Invalid 'To'",
+                                        "status": 400}), "21211"),
+    callback=callback,
+)
