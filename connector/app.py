@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from connector.api import callbacks, health, send, verify
+from connector.api import callbacks, health, operator, send, verify
 from connector.errors import ConnectorError
 from connector.services import Services
 from connector.settings import Settings
@@ -83,6 +83,9 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         Route("/sms/send", send.send, methods=["POST"]),
         Route("/sms/verify", verify.verify, methods=["GET", "POST"]),
         Route("/callbacks/{vendor}/status", callbacks.status, methods=["POST", "GET"]),
+        Route("/api/v1/messages/{id}", operator.message, methods=["GET"]),
+        Route("/api/v1/app-integrations/{appIntegrationId}/sms/test", operator.test_send,
+              methods=["POST"]),
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/openapi.yaml", health.openapi, methods=["GET"]),

@@ -1,0 +1,155 @@
+"""Operator endpoints under /api/v1 (SPEC sections 6 and 7), all behind the Auth-Key header."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from typing import Any, Final
+
+import msgspec
+import structlog
+from starlette.requests import Request
+from starlette.responses import Response
+
+from connector import msisdn, segments
+from connector.api.send import read_body
+from connector.errors import BadRequest, ConnectorError, RefusedMessage
+from connector.model import Outgoing
+from connector.outbox import rfc3339
+from connector.services import Services
+from connector.store.base import MessageRow
+from connector.vendors import VENDORS
+
+log = structlog.get_logger("connector.operator")
+_encode = msgspec.json.Encoder()
+
+# How the test form's username/password fill each vendor's settings.
+TEST_CREDENTIALS: Final = {
+    "twilio": ("account-sid", "auth-token"),
+    "sinch": ("service-plan-id", "api-token"),
+    "vonage": ("api-key", "api-secret"),
+    "infobip": ("base-url", "api-key"),
+    "bird": ("workspace-id/channel-id", "access-key"),
+}
+
+
+class TestSend(msgspec.Struct, rename="camel"):
+    username: str
+    password: str
+    phone_number_from: str
+    phone_number_to: str
+    message: str
+
+
+_decode_test = msgspec.json.Decoder(TestSend)
+
+
+def authorized(services: Services, request: Request) -> bool:
+    expected = services.settings.admin_key
+    given = request.headers.get("auth-key", "")
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(_encode.encode(body), status_code=status, media_type="application/json")
+
+
+def _time(value: float | None) -> str | None:
+    return None if value is None else rfc3339(value)
+
+
+async def message(request: Request) -> Response:
+    """One message's lifecycle by connector id or request_id, with its report deliveries."""
+    services: Services = request.app.state.services
+    if not authorized(services, request):
+        return _json({"error": {"code": "unauthorized", "message": "Auth-Key is missing or "
+                                "wrong", "retryable": False, "vendor_code": None}}, 401)
+    row = await services.store.find(request.path_params["id"])
+    if row is None:
+        return _json({"error": {"code": "not_found", "message": "no such message",
+                                "retryable": False, "vendor_code": None}}, 404)
+    reports = await services.store.reports_for(row.id)
+    return _json({**_view(row), "reports": [{
+        "event_id": r.event_id, "url": r.url, "state": r.state,
+        "next_attempt_at": _time(r.next_attempt_at),
+        "attempts": [{"at": rfc3339(a.at), "outcome": a.outcome, "status_code": a.status_code,
+                      "error": a.error} for a in r.attempts],
+    } for r in reports]})
+
+
+def _view(row: MessageRow) -> dict[str, Any]:
+    return {
+        "id": row.id, "request_id": row.request_id, "vendor": row.vendor,
+        "vendor_message_id": row.vendor_message_id, "from_number": row.from_number,
+        "to_number": row.to_number, "status": row.status.value, "segments": row.segments,
+        "encoding": row.encoding, "handed_off_at": _time(row.handed_off_at),
+        "delivered_at": _time(row.delivered_at), "errored_at": _time(row.errored_at),
+        "error_code": row.error_code, "created_at": rfc3339(row.created_at),
+        "updated_at": rfc3339(row.updated_at),
+    }
+
+
+def _envelope(success: bool, status: int, message: str) -> Response:
+    return _json({"success": success, "statusCode": status, "message": message,
+                  "data": success}, status)
+
+
+async def test_send(request: Request) -> Response:
+    """Send one message with explicit credentials; every outcome in the same envelope."""
+    services: Services = request.app.state.services
+    if not authorized(services, request):
+        return _envelope(False, 401, "Auth-Key is missing or wrong")
+    try:
+        if not request.headers.get("brand-url"):
+            raise BadRequest("missing header Brand-URL", code="missing_setting")
+        vendor_name = request.path_params["appIntegrationId"].lower()
+        vendor = VENDORS.get(vendor_name)
+        if vendor is None:
+            raise BadRequest(f"unknown integration {vendor_name!r}; use one of "
+                             f"{', '.join(VENDORS)}", code="unknown_vendor")
+        form = _test_form(await read_body(request, services.settings.max_body_bytes))
+        config = _test_settings(vendor_name, form, request)
+        if "base-url" in config:
+            await services.guard.check(config["base-url"], "vendor base URL",
+                                       vendor.hosts + services.settings.vendor_hosts)
+        outgoing = Outgoing(
+            message_id=uuid.uuid4().hex, sender=msisdn.parse_sender(form.phone_number_from),
+            to_e164=msisdn.parse_recipient(form.phone_number_to), text=form.message,
+            callback_url=services.sender.callback_url(vendor.name, uuid.uuid4().hex))
+        answer = await services.http.send(vendor.build_send(outgoing, config),
+                                          services.settings.vendor_timeout, what=vendor.name)
+        accepted = vendor.parse_send(answer)
+    except ConnectorError as exc:
+        log.info("test_send_failed", code=exc.code)
+        return _envelope(False, exc.status, exc.message)
+    log.info("test_send_accepted", vendor=vendor.name)
+    return _envelope(True, 200, f"Sent through {vendor.name} as {accepted.vendor_message_id}")
+
+
+def _test_form(raw: bytes) -> TestSend:
+    try:
+        form = _decode_test.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid body: {exc}", code="invalid_field") from None
+    except msgspec.DecodeError:
+        raise BadRequest("body is not valid JSON", code="malformed_json") from None
+    for name in ("username", "password", "phone_number_from", "phone_number_to", "message"):
+        if not getattr(form, name):
+            raise BadRequest(f"{name} must not be empty", code="invalid_field")
+    if len(form.message) > segments.MAX_MESSAGE_CHARS:
+        raise RefusedMessage(f"message is over {segments.MAX_MESSAGE_CHARS} characters",
+                             code="message_too_long")
+    return form
+
+
+def _test_settings(vendor: str, form: TestSend, request: Request) -> dict[str, str]:
+    user_key, password_key = TEST_CREDENTIALS[vendor]
+    config = {k[5:]: v for k, v in request.headers.items() if k.startswith("chan-") and v}
+    if "/" in user_key:  # bird: workspace and channel travel together in the username
+        first, _, second = form.username.partition("/")
+        keys = user_key.split("/")
+        config.update({keys[0]: first, keys[1]: second})
+    else:
+        config[user_key] = form.username
+    config[password_key] = form.password
+    return config
