@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from connector import metrics
 from connector.api import callbacks, health, operator, send, verify
 from connector.errors import ConnectorError
 from connector.services import Services
@@ -60,6 +61,9 @@ class RequestLog:
         try:
             await self.app(scope, receive, capture)
         finally:
+            route = scope.get("route")
+            metrics.REQUESTS.labels(getattr(route, "path", "unmatched"), scope["method"],
+                                    str(status)).inc()
             log.info("request", method=scope["method"], path=scope["path"], status=status,
                      ms=round((time.perf_counter() - started) * 1000, 2))
 
@@ -89,6 +93,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/openapi.yaml", health.openapi, methods=["GET"]),
+        Route("/metrics", health.metrics, methods=["GET"]),
     ]
     handlers: dict[Any, Any] = {ConnectorError: _connector_error, Exception: _unexpected}
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import shutil
 import signal
 import sys
 import time
@@ -27,6 +29,12 @@ def app_from_env() -> Starlette:
 def _serve(settings: Settings, workers: int) -> None:
     # Migrate once before forking workers so they never race on a fresh file.
     asyncio.run(_migrate(settings))
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Several processes serve /metrics: each writes its counters where any can read them.
+        shared = settings.data_dir / "prometheus"
+        shutil.rmtree(shared, ignore_errors=True)
+        shared.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(shared)
     uvicorn.run(
         "connector.cli:app_from_env", factory=True, host=settings.host, port=settings.port,
         workers=workers, access_log=False, log_level="warning", loop="uvloop",

@@ -14,7 +14,7 @@ import httpx
 import msgspec
 import structlog
 
-from connector import msisdn
+from connector import metrics, msisdn
 from connector.errors import ConnectorError
 from connector.http import HttpClient
 from connector.model import REPORT_STATUS, ReportEvent, StatusUpdate
@@ -189,6 +189,10 @@ class Dispatcher:
                     item_outcome, next_at = "dead", None
             results.append((item.id, ReportAttempt(at=started, outcome=item_outcome,
                                                    status_code=status, error=error), next_at))
+        for _, attempt, _ in results:
+            metrics.REPORT_ATTEMPTS.labels(attempt.outcome).inc()
+            if attempt.outcome == "dead":
+                metrics.DEAD_LETTERS.inc()
         log.info("report_attempt", url_host=httpx.URL(url).host, events=len(items),
                  status_code=status, outcome=outcome, error=error,
                  ms=round((time.time() - started) * 1000, 1))

@@ -10,6 +10,7 @@ from typing import Final
 import msgspec
 import structlog
 
+from connector import metrics
 from connector.errors import AmbiguousOutcome, InflightTimeout, VendorError, VendorUnavailable
 from connector.http import HttpClient
 from connector.model import Accepted, Outgoing, Status
@@ -55,6 +56,7 @@ class Sender:
         if claim.claimed:
             return await self._forward(vendor, config, message, text)
         log.info("dedupe_hit", original=claim.message_id, known=claim.response is not None)
+        metrics.DEDUPE.labels("stored" if claim.response is not None else "waited").inc()
         return await self._await_original(claim, vendor, config, message, text)
 
     async def _forward(self, vendor: Vendor, config: Mapping[str, str], message: NewMessage,
@@ -72,6 +74,7 @@ class Sender:
                     text: str) -> SendOutcome:
         outgoing = self._outgoing(vendor, message, text)
         request = vendor.build_send(outgoing, config)
+        started = time.perf_counter()
         try:
             try:
                 answer = await self.http.send(request, self.settings.vendor_timeout,
@@ -80,9 +83,11 @@ class Sender:
             except AmbiguousOutcome as exc:
                 found = await self._reconcile(vendor, config, outgoing, exc)
                 if found is None:
+                    metrics.VENDOR_OUTCOMES.labels(vendor.name, "ambiguous").inc()
                     return self._ambiguous(exc)
                 accepted = found
         except VendorError as exc:
+            metrics.VENDOR_OUTCOMES.labels(vendor.name, exc.code).inc()
             log.info("vendor_refused", code=exc.code, vendor_code=exc.vendor_code,
                      retryable=exc.retryable)
             return SendOutcome(
@@ -92,6 +97,9 @@ class Sender:
                 error_code=exc.vendor_code or exc.code, error_message=exc.message,
                 release=exc.retryable,
             )
+        finally:
+            metrics.VENDOR_SECONDS.labels(vendor.name).observe(time.perf_counter() - started)
+        metrics.VENDOR_OUTCOMES.labels(vendor.name, "accepted").inc()
         body = _encode.encode({
             "message_id": message.id, "request_id": message.request_id, "vendor": vendor.name,
             "vendor_message_id": accepted.vendor_message_id, "status": "accepted",
@@ -161,6 +169,7 @@ class Sender:
                                                text)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                metrics.DEDUPE.labels("wait_timeout").inc()
                 raise InflightTimeout("the original request is still being sent; retry later",
                                       retry_after=1.0)
             local = self._done.get(current.message_id)

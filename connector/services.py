@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from connector.http import HttpClient
+from connector.metrics import OutboxSnapshot
 from connector.netcheck import AddressGuard
 from connector.outbox import Dispatcher, report_builder
 from connector.sending import Sender
@@ -25,6 +26,7 @@ class Services:
     sender: Sender
     report: ReportBuilder
     dispatcher: Dispatcher
+    outbox_gauges: OutboxSnapshot
 
     @classmethod
     def build(cls, settings: Settings, store: Store | None = None) -> Services:
@@ -40,6 +42,7 @@ class Services:
             sender=Sender(store, http, settings, tokens),
             report=report_builder(settings),
             dispatcher=Dispatcher(store, http, settings, guard),
+            outbox_gauges=OutboxSnapshot(),
         )
 
     async def start(self) -> None:

@@ -13,6 +13,7 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 
+from connector import metrics
 from connector.api.send import read_body
 from connector.errors import InvalidSignature
 from connector.model import Applied, StatusUpdate
@@ -66,6 +67,15 @@ async def status(request: Request) -> Response:
     if vendor is None:
         return Response(status_code=404)
     structlog.contextvars.bind_contextvars(vendor=vendor.name)
+    try:
+        return await _status(request, services, vendor)
+    except InvalidSignature as exc:
+        metrics.CALLBACKS.labels(vendor.name, "forbidden").inc()
+        log.warning("callback_forbidden", reason=exc.message)
+        raise
+
+
+async def _status(request: Request, services: Services, vendor: Vendor) -> Response:
     _check_basic_auth(services, request)
     body = await read_body(request, MAX_CALLBACK_BYTES)
     if request.method == "GET":
@@ -86,6 +96,7 @@ async def status(request: Request) -> Response:
     for update in vendor.parse_status(callback):
         row = await _message_for(services, vendor, token_id, update)
         if row is None:
+            metrics.CALLBACKS.labels(vendor.name, "unknown").inc()
             log.info("callback_unknown_message", vendor_message_id=update.vendor_message_id)
             continue
         if row.vendor != vendor.name:
@@ -98,6 +109,7 @@ async def status(request: Request) -> Response:
     for row, update in pending:
         structlog.contextvars.bind_contextvars(message_id=row.id)
         applied = await services.store.apply_status(row.id, update, now, services.report)
+        metrics.CALLBACKS.labels(vendor.name, applied.value).inc()
         log.info("callback_applied", status=update.status.value, part=update.part_id,
                  result=applied.value)
         if applied is Applied.APPLIED:

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from connector.errors import StoreUnavailable
+from connector.metrics import render
 from connector.services import Services
 
 OPENAPI: Final = Path(__file__).resolve().parents[2] / "openapi.yaml"
@@ -25,6 +26,16 @@ async def readyz(request: Request) -> Response:
     except StoreUnavailable as exc:
         return JSONResponse({"status": "unavailable", "detail": exc.message}, status_code=503)
     return JSONResponse({"status": "ready"})
+
+
+async def metrics(request: Request) -> Response:
+    services: Services = request.app.state.services
+    try:
+        services.outbox_gauges.update(*await services.store.outbox_stats())
+    except StoreUnavailable:
+        pass  # counters still render; the gauges keep their last reading
+    body, content_type = render(services.outbox_gauges)
+    return Response(body, media_type=content_type)
 
 
 async def openapi(request: Request) -> Response:

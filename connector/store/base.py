@@ -166,3 +166,6 @@ class Store(Protocol):
     async def reports_for(self, message_id: str) -> list[ReportView]: ...
 
     async def purge(self, before: float) -> int: ...
+
+    async def outbox_stats(self) -> tuple[int, float | None, int]:
+        """Pending reports, the oldest pending report's created_at, dead-lettered reports."""

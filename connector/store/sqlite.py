@@ -396,6 +396,13 @@ class SqliteStore:
                                         next_attempt_at=next_at if state == "pending" else None))
         return views
 
+    async def outbox_stats(self) -> tuple[int, float | None, int]:
+        with self._errors() as db:
+            depth, oldest = db.execute("SELECT COUNT(*), MIN(created_at) FROM outbox "
+                                       "WHERE state = 'pending'").fetchone()
+            (dead,) = db.execute("SELECT COUNT(*) FROM outbox WHERE state = 'dead'").fetchone()
+        return int(depth), oldest, int(dead)
+
     async def purge(self, before: float) -> int:
         """Forget messages created before `before` whose reports are finished, in batches."""
         removed = 0

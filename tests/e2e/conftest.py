@@ -35,8 +35,10 @@ def free_port() -> int:
 class Connector:
     """One `connector serve` (or `worker`) process with its own data dir and log file."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str], command: str = "serve") -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str], command: str = "serve",
+                 args: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
+        self.args = args
         self.port = free_port()
         self.command = command
         self.env = {
@@ -64,7 +66,7 @@ class Connector:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "connector.cli", self.command], env=self.env,
+            [sys.executable, "-m", "connector.cli", self.command, *self.args], env=self.env,
             stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()
@@ -140,8 +142,9 @@ def receiver() -> Iterator[ReportReceiver]:
 def start_connector(tmp_path: Path) -> Iterator[Any]:
     started: list[Connector] = []
 
-    def start(data_dir: Path | None = None, command: str = "serve", **env: str) -> Connector:
-        connector = Connector(data_dir or tmp_path / "data", env, command).start()
+    def start(data_dir: Path | None = None, command: str = "serve",
+              args: tuple[str, ...] = (), **env: str) -> Connector:
+        connector = Connector(data_dir or tmp_path / "data", env, command, args).start()
         started.append(connector)
         return connector
 
