@@ -13,7 +13,7 @@ import time
 import uvicorn
 from starlette.applications import Starlette
 
-from connector import logs
+from connector import demo, logs
 from connector.app import create_app
 from connector.services import Services
 from connector.settings import Settings, SettingsError
@@ -77,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("worker", help="run the report dispatcher alone")
     commands.add_parser("migrate", help="apply schema migrations and exit")
     commands.add_parser("purge", help="forget messages older than the retention and exit")
+    commands.add_parser("demo", help="show one message's round trip on loopback, no account")
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        logs.configure("warning", "console")
+        return 0 if asyncio.run(demo.run()) else 1
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
