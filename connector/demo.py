@@ -99,7 +99,7 @@ async def _serve(app: Callable[..., Awaitable[None]], port: int
     return server, task
 
 
-async def run(say: Callable[[str], None] = print, timeout: float = 10.0) -> bool:
+async def run(say: Callable[[str], None] = print, wait: float = 10.0) -> bool:
     demo = Demo(say)
     ports = {name: _port() for name in ("connector", "vendor", "receiver")}
     with tempfile.TemporaryDirectory() as data:
@@ -124,7 +124,7 @@ async def run(say: Callable[[str], None] = print, timeout: float = 10.0) -> bool
                 "Chan-Base-Url": f"http://127.0.0.1:{ports['vendor']}"})
         demo.log("connector", f"answered {answer.status_code} {answer.text}")
         try:
-            await asyncio.wait_for(demo.report.wait(), timeout)
+            await asyncio.wait_for(demo.report.wait(), wait)
             delivered = True
         except TimeoutError:
             demo.log("demo", "no report arrived in time")

@@ -8,6 +8,7 @@ from connector.http import HttpClient
 from connector.metrics import OutboxSnapshot
 from connector.netcheck import AddressGuard
 from connector.outbox import Dispatcher, report_builder
+from connector.rules import Rules
 from connector.sending import Sender
 from connector.settings import Settings
 from connector.store import open_store
@@ -27,6 +28,7 @@ class Services:
     report: ReportBuilder
     dispatcher: Dispatcher
     outbox_gauges: OutboxSnapshot
+    rules: Rules
 
     @classmethod
     def build(cls, settings: Settings, store: Store | None = None) -> Services:
@@ -43,6 +45,7 @@ class Services:
             report=report_builder(settings),
             dispatcher=Dispatcher(store, http, settings, guard),
             outbox_gauges=OutboxSnapshot(),
+            rules=Rules(settings),
         )
 
     async def start(self) -> None:

@@ -68,6 +68,13 @@ REFERENCE: Final[tuple[Setting, ...]] = (
             "present as HTTP Basic auth (for vendors configured to send it); empty = not checked"),
     Setting("CONNECTOR_REPORT_STATUSES", "delivered,failed",
             "which statuses produce delivery reports (`sent` adds intermediate reports)"),
+    Setting("CONNECTOR_ALLOWED_REGIONS", "", "comma list of destination regions (ISO codes "
+            "like GB, or calling codes like 44); empty = all; others get 422 "
+            "region_not_permitted"),
+    Setting("CONNECTOR_REFUSE_LANDLINES", "false",
+            "refuse recipients that are certainly fixed-line (422 landline)"),
+    Setting("CONNECTOR_ALPHA_SENDER_BLOCKED_REGIONS", "US,CA", "regions where alphanumeric "
+            "senders are refused (422 sender_not_allowed); `none` for no such rule"),
     Setting("CONNECTOR_MAX_BODY_BYTES", "65536", "largest accepted /sms/send body (413 above)"),
     Setting("CONNECTOR_DEDUPE_RETENTION", "604800", "seconds a request_id outcome is kept"),
     Setting("CONNECTOR_INFLIGHT_WAIT", "10", "seconds a repeat waits for an in-flight original"),
@@ -111,6 +118,9 @@ class Settings:
     callback_hosts: tuple[str, ...] = ()
     vendor_hosts: tuple[str, ...] = ()
     report_statuses: frozenset[str] = frozenset({"delivered", "failed"})
+    allowed_regions: tuple[str, ...] = ()
+    refuse_landlines: bool = False
+    alpha_sender_blocked_regions: tuple[str, ...] = ("US", "CA")
     max_body_bytes: int = 65536
     dedupe_retention: float = 7 * 86400.0
     inflight_wait: float = 10.0
@@ -189,6 +199,10 @@ class Settings:
             callback_hosts=tuple(h.lower() for h in r.csv("CONNECTOR_CALLBACK_HOSTS")),
             vendor_hosts=tuple(h.lower() for h in r.csv("CONNECTOR_VENDOR_HOSTS")),
             report_statuses=statuses,
+            allowed_regions=r.parse("CONNECTOR_ALLOWED_REGIONS", _regions),
+            refuse_landlines=r.parse("CONNECTOR_REFUSE_LANDLINES", _bool),
+            alpha_sender_blocked_regions=r.parse("CONNECTOR_ALPHA_SENDER_BLOCKED_REGIONS",
+                                                 _regions),
             max_body_bytes=r.parse("CONNECTOR_MAX_BODY_BYTES", _positive_int),
             dedupe_retention=r.parse("CONNECTOR_DEDUPE_RETENTION", _positive_float),
             inflight_wait=r.parse("CONNECTOR_INFLIGHT_WAIT", _positive_float),
@@ -255,6 +269,20 @@ def _bool(raw: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError("expected true or false")
+
+
+def _regions(raw: str) -> tuple[str, ...]:
+    """ISO 3166 alpha-2 codes (upper-cased) or country calling codes (digits)."""
+    out: list[str] = []
+    if raw.lower() == "none":
+        return ()
+    for part in (p.strip() for p in raw.split(",") if p.strip()):
+        part = part.removeprefix("+").upper()
+        if not (part.isdigit() and 1 <= len(part) <= 3) and not (
+                len(part) == 2 and part.isalpha()):
+            raise ValueError(f"{part!r} is neither an ISO region code nor a calling code")
+        out.append(part)
+    return tuple(out)
 
 
 def _user_password(raw: str) -> str:

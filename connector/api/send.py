@@ -106,6 +106,7 @@ async def send(request: Request) -> Response:
     structlog.contextvars.bind_contextvars(vendor=vendor.name)
     to_e164 = msisdn.parse_recipient(body.recipient)
     sender = msisdn.parse_sender(body.sender)
+    services.rules.check(to_e164, sender)
     callback_url = body.callback_url or body.webhook_url or ""
     await services.guard.check(callback_url, "callback_url", settings.callback_hosts or None)
     if "base-url" in config:

@@ -206,3 +206,21 @@ def test_logs_hold_no_credential_and_no_full_number(
     assert any(line.get("event") == "request" for line in lines)
     assert TOKEN not in logs
     assert not re.search(r"447911123456", logs)
+
+
+@pytest.mark.parametrize(("env", "changes", "code"), [
+    pytest.param({"CONNECTOR_ALLOWED_REGIONS": "DE"}, {}, "region_not_permitted",
+                 id="region"),
+    pytest.param({}, {"recipient": "0014155552671"}, "sender_not_allowed",
+                 id="alpha-sender-to-us"),
+    pytest.param({"CONNECTOR_REFUSE_LANDLINES": "true"}, {"recipient": "00442071838750"},
+                 "landline", id="landline"),
+])
+def test_destination_rules_refuse_before_the_vendor(
+        start_connector: Any, twilio: FakeTwilio, receiver: ReportReceiver,
+        env: dict[str, str], changes: dict[str, str], code: str) -> None:
+    connector = start_connector(**env)
+    answer = send(connector, twilio, send_body(receiver, **changes))
+    assert answer.status_code == 422
+    assert error(answer)["code"] == code
+    assert twilio.create_calls == 0
