@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import msgspec
@@ -46,7 +47,8 @@ class ConnectorError(Exception):
     def headers(self) -> dict[str, str]:
         if self.retry_after is None:
             return {}
-        return {"Retry-After": str(max(1, round(self.retry_after)))}
+        # Rounded up: a platform that comes back on time must find the bucket refilled.
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code!r}, vendor_code={self.vendor_code!r})"

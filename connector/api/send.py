@@ -3,6 +3,7 @@ platform's retry contract (SPEC section 2)."""
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from typing import Any, Final
@@ -126,6 +127,6 @@ async def send(request: Request) -> Response:
     answer = await services.sender.send(vendor, config, message, body.message)
     headers = {}
     if answer.retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(answer.retry_after)))
+        headers["Retry-After"] = str(max(1, math.ceil(answer.retry_after)))
     return Response(answer.body, status_code=answer.status, headers=headers,
                     media_type="application/json")
