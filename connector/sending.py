@@ -11,7 +11,7 @@ import msgspec
 import structlog
 
 from connector import metrics
-from connector.errors import AmbiguousOutcome, InflightTimeout, VendorError, VendorUnavailable
+from connector.errors import AmbiguousOutcome, ConnectorError, InflightTimeout, VendorError, VendorUnavailable
 from connector.http import HttpClient
 from connector.model import Accepted, Outgoing, Status
 from connector.settings import Settings
@@ -73,7 +73,13 @@ class Sender:
     async def _call(self, vendor: Vendor, config: Mapping[str, str], message: NewMessage,
                     text: str) -> SendOutcome:
         outgoing = self._outgoing(vendor, message, text)
-        request = vendor.build_send(outgoing, config)
+        try:
+            request = vendor.build_send(outgoing, config)
+        except ConnectorError as exc:  # settings the adapter refuses: a permanent answer
+            return SendOutcome(
+                response=StoredResponse(status=exc.status, body=exc.body()),
+                status=Status.REJECTED, error_code=exc.code, error_message=exc.message,
+                release=exc.retryable)
         started = time.perf_counter()
         try:
             try:

@@ -97,7 +97,11 @@ def test_every_error_code_the_code_can_produce_is_documented(spec: dict[str, Any
     produced.add(errors.ConnectorError.code)
     produced |= {code for _, code in TWILIO_ERROR_CODES.values()}
     for source in CONNECTOR.rglob("*.py"):
-        produced |= set(re.findall(r'(?<![\w.])code\s*=\s*"([a-z_]+)"', source.read_text()))
+        text = source.read_text()
+        produced |= set(re.findall(r'(?<![\w.])code\s*=\s*"([a-z_]+)"', text))
+        # vendor tables: (class, "platform_code") pairs
+        produced |= set(re.findall(
+            r'(?:AUTH|REJECTED|THROTTLED|TRANSIENT|"rejected"|"auth")\s*,\s*"([a-z_]+)"\)', text))
     documented = set(spec["components"]["schemas"]["Error"]["properties"]["error"]
                      ["properties"]["code"]["enum"])
     assert produced - documented == set(), "codes the app can answer but the spec lacks"
@@ -172,8 +176,8 @@ def test_callbacks_conform() -> None:
     assert_conforms("GET", url + "&MessageSid=SM1&MessageStatus=sent", {}, None, 204, {}, b"")
     assert_conforms("POST", url, form, b"", 403, JSON, _error("invalid_signature"))
     assert_conforms("POST", f"{BASE}/callbacks/nobody/status?m=t", {}, b"", 404, {}, b"")
-    with pytest.raises(AssertionError, match="m"):
-        assert_conforms("POST", f"{BASE}/callbacks/twilio/status", form, b"", 204, {}, b"")
+    with pytest.raises(AssertionError):  # callbacks never answer 200
+        assert_conforms("POST", url, form, b"", 200, JSON, b"{}")
 
 
 def test_an_undocumented_path_fails() -> None:

@@ -110,8 +110,9 @@ async def send(request: Request) -> Response:
     services.rules.check(to_e164, sender)
     callback_url = body.callback_url or body.webhook_url or ""
     await services.guard.check(callback_url, "callback_url", settings.callback_hosts or None)
+    base_url = vendor.base_url(config)  # refuses bad settings (e.g. a region) before the claim
     if "base-url" in config:
-        await services.guard.check(config["base-url"], "Chan-Base-Url",
+        await services.guard.check(base_url, "Chan-Base-Url",
                                    vendor.hosts + settings.vendor_hosts)
     info = segments.analyse(body.message)
     message_id = uuid.uuid4().hex

@@ -20,6 +20,9 @@ class Case:
     accepted: a documented success answer to a send; its vendor id is `vendor_id`.
     rejected: a documented permanent refusal and the vendor code it carries.
     callback: builds a correctly signed status callback carrying a vendor status.
+    signed: False when the vendor signs nothing (Infobip; Sinch and Vonage without their
+        optional secret): the connector's URL token is then the whole check.
+    signs_url: whether the vendor's signature covers the URL called, too.
     """
 
     settings: Mapping[str, str]
@@ -29,3 +32,5 @@ class Case:
     vendor_id: str
     rejected: tuple[httpx.Response, str]
     callback: Callable[[str], Callback]
+    signed: bool = True
+    signs_url: bool = True  # False: the signature covers the body only (Sinch, Vonage)

@@ -1,0 +1,248 @@
+"""Bird Channels API (api.bird.com): JSON send to a channel, signed webhook-subscription callbacks.
+
+Facts (shared/reference/vendors.md section 2): docs.bird.com/api/channels-api/api-reference/messaging,
+.../message-status-and-interactions/message-failure-codes, and docs.bird.com/api/notifications-api/
+api-reference/webhooks/verifying-a-webhook. Not legacy MessageBird REST, nor platform.bird.com.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, Final
+from urllib.parse import quote
+
+import httpx
+import msgspec
+import structlog
+
+from connector.errors import InvalidSignature, VendorAuthFailed, VendorError, VendorUnavailable
+from connector.model import Accepted, Outgoing, Status, StatusUpdate
+from connector.vendors.base import AUTH, REJECTED, THROTTLED, Callback, classify
+
+log = structlog.get_logger("connector.vendors.bird")
+
+DEFAULT_BASE_URL: Final = "https://api.bird.com"
+MAX_SKEW: Final = 300.0  # seconds a signed callback's timestamp may differ from our clock [inferred]
+
+# https://docs.bird.com/api/channels-api/message-status-and-interactions (and vendors.md 7.1)
+STATUS_MAP: Final[Mapping[str, Status]] = {
+    "accepted": Status.ACCEPTED,
+    "processing": Status.ACCEPTED,
+    "scheduled": Status.ACCEPTED,
+    "sent": Status.SENT,
+    "delivered": Status.DELIVERED,
+    "delivery_failed": Status.UNDELIVERED,  # EXPIRED when the reason says the validity ran out
+    "sending_failed": Status.FAILED,
+    "rejected": Status.REJECTED,
+    "deleted": Status.FAILED,
+}
+# delivery_failed reasons that mean the validity period ran out (message-failure-codes page).
+_EXPIRED_REASONS: Final = ("expired", "dlr not received")
+
+# Bird error-body `code` -> (class, platform code). The body shape {"code", "message", "details"}
+# and these code names are [inferred]: the Channels API reference does not list them.
+ERROR_CODES: Final[Mapping[str, tuple[str, str]]] = {
+    "Unauthorized": (AUTH, "vendor_auth_failed"),
+    "Forbidden": (AUTH, "vendor_auth_failed"),  # the key's access policy excludes this channel
+    "NotFound": (REJECTED, "rejected"),  # no such workspace or channel
+    "InvalidPayload": (REJECTED, "rejected"),
+    "TooManyRequests": (THROTTLED, "throttled"),
+}  # 5xx needs no entry: classify() treats every 5xx as unavailable
+
+
+class _Connector(msgspec.Struct):
+    identifierValue: str | None = None  # the channel's number or name, on outgoing messages
+
+
+class _Sender(msgspec.Struct):
+    connector: _Connector | None = None
+
+
+class _Message(msgspec.Struct):
+    id: str
+    status: str | None = None
+    reference: str | None = None
+    reason: str | None = None
+    details: str | None = None
+    failure: dict[str, object] | None = None  # code: Bird's channel-agnostic code, e.g. 15005
+    sender: _Sender | None = None
+    lastStatusAt: str | None = None
+
+
+class _Event(msgspec.Struct):
+    payload: _Message
+    event: str = ""
+
+
+class _Results(msgspec.Struct):
+    results: list[_Message] = []
+
+
+class _Error(msgspec.Struct):
+    code: str | None = None
+    message: str | None = None
+    details: object = None  # field -> problems on validation errors [inferred]
+
+
+_message = msgspec.json.Decoder(_Message)
+_event = msgspec.json.Decoder(_Event)
+_results = msgspec.json.Decoder(_Results)
+_error = msgspec.json.Decoder(_Error)
+
+
+def _digest(key: str, timestamp: str, url: str, body: bytes) -> bytes:
+    signed = f"{timestamp}\n{url}\n".encode() + hashlib.sha256(body).digest()
+    return hmac.new(key.encode(), signed, hashlib.sha256).digest()
+
+
+def signature(key: str, timestamp: str, url: str, body: bytes) -> str:
+    """messagebird-signature: base64 HMAC-SHA256 over the timestamp, the URL and the raw (not
+    hex) SHA-256 of the body, newline-separated."""
+    return base64.b64encode(_digest(key, timestamp, url, body)).decode()
+
+
+def _unix(stamp: str | None) -> float | None:
+    try:
+        return datetime.fromisoformat(stamp).timestamp() if stamp else None
+    except ValueError:
+        return None
+
+
+def _sender(message: _Message) -> str | None:
+    connector = message.sender.connector if message.sender else None
+    return connector.identifierValue if connector else None
+
+
+def _failed(response: httpx.Response) -> VendorError:
+    try:
+        error = _error.decode(response.content)
+    except msgspec.DecodeError:
+        error = _Error()
+    if response.status_code == 404:
+        detail = "workspace or channel not found; check Chan-Workspace-Id and Chan-Channel-Id"
+    else:
+        detail = error.message or ""
+        if isinstance(error.details, dict) and error.details:
+            detail = f"{detail}: {', '.join(sorted(map(str, error.details)))}"
+    return classify(response, vendor="bird", vendor_code=error.code, detail=detail,
+                    codes=ERROR_CODES)
+
+
+class Bird:
+    name: str = "bird"
+    required: tuple[str, ...] = ("access-key", "workspace-id", "channel-id")
+    optional: tuple[str, ...] = ("signing-key", "base-url")
+    hosts: tuple[str, ...] = ("api.bird.com",)
+    # Bird has no per-message callback URL: one workspace webhook subscription calls
+    # /callbacks/bird/status, and callbacks are matched by our `reference` or Bird's id.
+    token_callbacks: bool = False
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+
+    def base_url(self, settings: Mapping[str, str]) -> str:
+        return settings.get("base-url", DEFAULT_BASE_URL).rstrip("/")
+
+    def _request(self, method: str, settings: Mapping[str, str], path: str = "",
+                 **content: Any) -> httpx.Request:
+        workspace, channel = (quote(settings[k], safe="") for k in ("workspace-id", "channel-id"))
+        url = f"{self.base_url(settings)}/workspaces/{workspace}/channels/{channel}{path}"
+        return httpx.Request(method, url, **content, headers={
+            "Accept": "application/json", "Authorization": "AccessKey " + settings["access-key"]})
+
+    def build_send(self, message: Outgoing, settings: Mapping[str, str]) -> httpx.Request:
+        # The sender is the channel's configured number or name: Bird's send takes no `from`,
+        # so the platform's `sender` is not forwarded.
+        body = {
+            "receiver": {"contacts": [{"identifierKey": "phonenumber",
+                                       "identifierValue": message.to_e164}]},
+            "body": {"type": "text", "text": {"text": message.text}},
+            "reference": message.message_id,
+        }
+        return self._request("POST", settings, "/messages", json=body)
+
+    def parse_send(self, response: httpx.Response) -> Accepted:
+        if response.status_code in (200, 201, 202):
+            created = _message.decode(response.content)
+            return Accepted(vendor_message_id=created.id, from_number=_sender(created))
+        raise _failed(response)
+
+    def build_verify(self, settings: Mapping[str, str]) -> httpx.Request:
+        return self._request("GET", settings)
+
+    def parse_verify(self, response: httpx.Response) -> None:
+        if response.status_code == 200:
+            return
+        if response.status_code in (401, 403):
+            raise VendorAuthFailed("bird: the access key was not accepted, or its access policy "
+                                   "does not allow this workspace and channel")
+        raise _failed(response)
+
+    def build_lookup(self, message: Outgoing, settings: Mapping[str, str]
+                     ) -> httpx.Request | None:
+        # Filtering the channel's messages by `reference` is [inferred]; parse_lookup still
+        # compares each result's reference, so an ignored filter cannot produce a false match.
+        return self._request("GET", settings, "/messages",
+                             params={"reference": message.message_id, "limit": "10"})
+
+    def parse_lookup(self, response: httpx.Response) -> Accepted | None:
+        if response.status_code != 200:
+            raise _failed(response)
+        wanted = response.request.url.params.get("reference")
+        try:
+            results = _results.decode(response.content).results
+        except msgspec.DecodeError:
+            raise VendorUnavailable("bird: the message look-up answer is unreadable") from None
+        mine = [found for found in results if found.reference == wanted]
+        return Accepted(vendor_message_id=mine[0].id, from_number=_sender(mine[0])) if mine else None
+
+    def verify(self, callback: Callback, settings: Mapping[str, str]) -> None:
+        key = settings.get("signing-key")
+        if not key:
+            raise InvalidSignature("no Chan-Signing-Key was sent with this message, so its Bird "
+                                   "callbacks cannot be authenticated")
+        stamp = callback.headers.get("messagebird-request-timestamp", "")
+        try:
+            given = base64.b64decode(callback.headers.get("messagebird-signature", ""),
+                                     validate=True)
+            age = abs(self._clock() - int(stamp))
+        except (ValueError, binascii.Error):
+            raise InvalidSignature("messagebird-signature or its timestamp is missing or "
+                                   "malformed") from None
+        if not hmac.compare_digest(_digest(key, stamp, callback.url, callback.body), given):
+            raise InvalidSignature("messagebird-signature does not match")
+        # A replayed callback keeps its old, validly signed timestamp.
+        if age > MAX_SKEW:
+            raise InvalidSignature("messagebird-request-timestamp is outside the 5-minute window")
+
+    def parse_status(self, callback: Callback) -> list[StatusUpdate]:
+        try:
+            event = _event.decode(callback.body)
+        except msgspec.DecodeError:
+            log.warning("unreadable_callback", vendor=self.name)
+            return []
+        if not event.event.endswith(".outbound"):
+            return []  # inbound messages and other events are not delivery statuses
+        message = event.payload
+        status = STATUS_MAP.get(message.status or "")
+        if status is None:
+            log.warning("unknown_vendor_status", vendor=self.name, vendor_status=message.status)
+            return []
+        reason = message.reason or message.details
+        if status is Status.UNDELIVERED and reason and any(
+                word in reason.lower() for word in _EXPIRED_REASONS):
+            status = Status.EXPIRED
+        failed = status.terminal and status is not Status.DELIVERED
+        code = message.failure.get("code") if failed and message.failure else None
+        return [StatusUpdate(
+            status=status, vendor_message_id=message.id, message_ref=message.reference or None,
+            occurred_at=_unix(message.lastStatusAt), from_number=_sender(message),
+            error_code=None if code is None else str(code),
+            error_message=reason if failed else None,
+        )]

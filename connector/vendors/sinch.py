@@ -1,0 +1,249 @@
+"""Sinch SMS REST API (XMS) with service-plan auth: JSON batches, HMAC-signed JSON reports.
+
+Facts: https://developers.sinch.com/docs/sms/api-reference/sms/tag/Batches/,
+https://developers.sinch.com/docs/sms/api-reference/sms/tag/Delivery-reports/,
+https://developers.sinch.com/docs/sms/api-reference/status-codes/ and the SDKs' webhook HMAC
+validation (tables in shared/reference/vendors.md section 4).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Final
+from urllib.parse import quote
+
+import httpx
+import msgspec
+import structlog
+
+from connector.errors import (
+    AmbiguousOutcome,
+    BadRequest,
+    InvalidSignature,
+    VendorAuthFailed,
+    VendorError,
+)
+from connector.model import Accepted, Outgoing, Status, StatusUpdate
+from connector.vendors.base import REJECTED, Callback, classify
+
+log = structlog.get_logger("connector.vendors.sinch")
+
+REGIONS: Final = ("us", "eu", "au", "br", "ca")
+DLR_TYPE: Final = "recipient_delivery_report_sms"
+SIGNATURE: Final = "x-sinch-webhook-signature"
+WINDOW: Final = 300.0  # seconds a signed callback's timestamp may be off: replay guard
+
+# https://developers.sinch.com/docs/sms/api-reference/sms/tag/Delivery-reports/ (statuses)
+STATUS_MAP: Final[Mapping[str, Status]] = {
+    "Queued": Status.ACCEPTED,
+    "Dispatched": Status.SENT,  # accepted for delivery by the SMSC
+    "Delivered": Status.DELIVERED,
+    "Failed": Status.UNDELIVERED,
+    "Deleted": Status.UNDELIVERED,  # deleted by a remote SMSC: invalid or opted-out number
+    "Expired": Status.EXPIRED,
+    "Rejected": Status.REJECTED,  # the SMSC refused it
+    "Aborted": Status.FAILED,  # stopped inside Sinch before reaching any SMSC
+    "Cancelled": Status.FAILED,  # the batch was cancelled before dispatch (Twilio `canceled`)
+    # Final, but it means "reached the SMSC, no readable receipt": that is what `sent` says.
+    # Reporting `failed` would invite the platform to re-send a message that likely arrived.
+    "Unknown": Status.SENT,
+}
+
+# Delivery-report codes Sinch defines itself; other values are the operator's SMPP codes.
+DLR_CODES: Final[Mapping[str, str]] = {
+    "402": "Message unroutable", "403": "Internal error", "404": "Temporary delivery failure",
+    "405": "Unmatched parameter", "406": "Internal expiry", "407": "Cancelled",
+    "408": "Internal reject", "410": "Unmatched default originator",
+    "411": "Exceeded parts limit", "412": "Unprovisioned region",
+    "413": "Blocked: account blocked, possibly out of credit",
+}
+
+# Error `code` of a 400/403 body -> (class, platform code). 401/429/5xx go by HTTP status.
+ERROR_CODES: Final[Mapping[str, tuple[str, str]]] = {
+    "syntax_invalid_parameter_format": (REJECTED, "invalid_recipient"),  # e.g. a bad MSISDN
+    "syntax_invalid_json": (REJECTED, "rejected"),
+    "syntax_constraint_violation": (REJECTED, "rejected"),
+    "unknown_group": (REJECTED, "invalid_recipient"),
+    "unknown_campaign": (REJECTED, "sender_not_allowed"),  # campaign does not fit the sender
+    "missing_callback_url": (REJECTED, "rejected"),
+}
+
+
+class _Batch(msgspec.Struct):
+    id: str
+    from_: str | None = msgspec.field(default=None, name="from")
+
+
+class _Page(msgspec.Struct):
+    batches: list[_Batch] = []
+
+
+class _Error(msgspec.Struct):
+    code: str | None = None
+    text: str | None = None
+
+
+class _Report(msgspec.Struct):
+    type: str = ""
+    batch_id: str | None = None
+    status: str = ""
+    code: int | str | None = None  # documented as an integer; a string must not drop it
+    at: str | None = None
+    client_reference: str | None = None
+    applied_originator: str | None = None
+    number_of_message_parts: int | None = None
+
+
+_batch = msgspec.json.Decoder(_Batch)
+_page = msgspec.json.Decoder(_Page)
+_error = msgspec.json.Decoder(_Error)
+_report = msgspec.json.Decoder(_Report)
+
+
+def signature(secret: str, body: bytes, nonce: str, timestamp: str) -> str:
+    """Base64 HMAC-SHA256 over the raw body, nonce and timestamp joined by dots."""
+    signed = body + b"." + nonce.encode() + b"." + timestamp.encode()
+    return base64.b64encode(hmac.new(secret.encode(), signed, hashlib.sha256).digest()).decode()
+
+
+def _when(stamp: str | None) -> float | None:
+    try:
+        return datetime.fromisoformat(stamp).timestamp() if stamp else None
+    except ValueError:
+        return None
+
+
+def _failure(response: httpx.Response, detail: str = "") -> VendorError:
+    try:
+        error = _error.decode(response.content)
+    except msgspec.DecodeError:
+        error = _Error()
+    return classify(response, vendor="sinch", vendor_code=error.code,
+                    detail=error.text or detail, codes=ERROR_CODES)
+
+
+class Sinch:
+    name: str = "sinch"
+    required: tuple[str, ...] = ("service-plan-id", "api-token")
+    optional: tuple[str, ...] = ("region", "webhook-secret", "base-url")
+    hosts: tuple[str, ...] = tuple(f"{region}.sms.api.sinch.com" for region in REGIONS)
+    # Sinch calls the callback_url given per batch, so our signed token rides along.
+    token_callbacks: bool = True
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+
+    def base_url(self, settings: Mapping[str, str]) -> str:
+        region = settings.get("region", "us").strip().lower()
+        if region not in REGIONS:
+            raise BadRequest(f"Chan-Region {region[:16]!r} is not one of {', '.join(REGIONS)}")
+        given = settings.get("base-url")
+        return given.rstrip("/") if given else f"https://{region}.sms.api.sinch.com"
+
+    def _batches(self, settings: Mapping[str, str]) -> str:
+        plan = quote(settings["service-plan-id"], safe="")
+        return f"{self.base_url(settings)}/xms/v1/{plan}/batches"
+
+    @staticmethod
+    def _headers(settings: Mapping[str, str]) -> dict[str, str]:
+        return {"Accept": "application/json",
+                "Authorization": f"Bearer {settings['api-token']}"}
+
+    def build_send(self, message: Outgoing, settings: Mapping[str, str]) -> httpx.Request:
+        # One recipient per batch: the batch id then names exactly one message. E.164 with
+        # its "+", which Sinch documents as optional and accepts.
+        body = {"from": message.sender, "to": [message.to_e164], "body": message.text,
+                "delivery_report": "per_recipient", "callback_url": message.callback_url,
+                "client_reference": message.message_id}
+        return httpx.Request("POST", self._batches(settings), json=body,
+                             headers=self._headers(settings))
+
+    def parse_send(self, response: httpx.Response) -> Accepted:
+        if response.status_code not in (200, 201):
+            raise _failure(response)
+        try:
+            batch = _batch.decode(response.content)
+        except msgspec.DecodeError:
+            # Sinch took the batch but we cannot read its id: look it up by our reference.
+            raise AmbiguousOutcome("sinch: batch created but the answer was unreadable") from None
+        return Accepted(vendor_message_id=batch.id, from_number=batch.from_)
+
+    def build_verify(self, settings: Mapping[str, str]) -> httpx.Request:
+        return httpx.Request("GET", self._batches(settings), params={"page_size": "1"},
+                             headers=self._headers(settings))
+
+    def parse_verify(self, response: httpx.Response) -> None:
+        if response.status_code == 200:
+            return
+        if response.status_code in (401, 403, 404):
+            raise VendorAuthFailed("sinch: the service plan ID and API token were not accepted")
+        raise _failure(response, "could not check the credentials")
+
+    def build_lookup(self, message: Outgoing, settings: Mapping[str, str]
+                     ) -> httpx.Request | None:
+        # List Batches filters by client_reference (batches of the last 24 h by default).
+        return httpx.Request(
+            "GET", self._batches(settings),
+            params={"client_reference": message.message_id, "page_size": "1"},
+            headers=self._headers(settings))
+
+    def parse_lookup(self, response: httpx.Response) -> Accepted | None:
+        if response.status_code != 200:
+            raise _failure(response, "could not look the batch up")
+        batches = _page.decode(response.content).batches
+        if not batches:
+            return None
+        return Accepted(vendor_message_id=batches[0].id, from_number=batches[0].from_)
+
+    def verify(self, callback: Callback, settings: Mapping[str, str]) -> None:
+        secret = settings.get("webhook-secret")
+        if not secret:
+            return  # HMAC is opt-in per service plan; the signed ?m= token already matched
+        headers = callback.headers
+        given = headers.get(SIGNATURE, "")
+        nonce = headers.get(SIGNATURE + "-nonce", "")
+        stamp = headers.get(SIGNATURE + "-timestamp", "")
+        if not (given and nonce and stamp):
+            raise InvalidSignature("x-sinch-webhook-signature headers are missing")
+        if headers.get(SIGNATURE + "-algorithm", "HmacSHA256").lower() != "hmacsha256":
+            raise InvalidSignature("x-sinch-webhook-signature-algorithm is not HmacSHA256")
+        try:
+            skew = abs(self.clock() - float(stamp))
+        except ValueError:
+            raise InvalidSignature("x-sinch-webhook-signature-timestamp is not a number") from None
+        if skew > WINDOW:
+            raise InvalidSignature("x-sinch-webhook-signature-timestamp is too old or too new")
+        if not hmac.compare_digest(signature(secret, callback.body, nonce, stamp), given):
+            raise InvalidSignature("x-sinch-webhook-signature does not match")
+
+    def parse_status(self, callback: Callback) -> list[StatusUpdate]:
+        try:
+            report = _report.decode(callback.body)
+        except msgspec.DecodeError:
+            log.warning("unreadable_callback", vendor=self.name)
+            return []
+        if report.type != DLR_TYPE:
+            # Batch summaries and inbound messages: we ask for per-recipient reports only.
+            log.info("ignored_callback", vendor=self.name, callback_type=report.type)
+            return []
+        status = STATUS_MAP.get(report.status)
+        if status is None:
+            log.warning("unknown_vendor_status", vendor=self.name, vendor_status=report.status)
+            return []
+        failed = status.terminal and status is not Status.DELIVERED and report.code is not None
+        code = str(report.code) if failed else None
+        return [StatusUpdate(
+            status=status,
+            vendor_message_id=report.batch_id,
+            message_ref=report.client_reference or None,
+            occurred_at=_when(report.at),
+            error_code=code,
+            error_message=DLR_CODES.get(code) if code else None,
+            from_number=report.applied_originator or None,
+            segments=report.number_of_message_parts or None,
+        )]
