@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -47,7 +48,8 @@ REFERENCE: Final[tuple[Setting, ...]] = (
     Setting("CONNECTOR_HOST", "127.0.0.1", "listen address (manifests set 0.0.0.0)"),
     Setting("CONNECTOR_DATA_DIR", "./var", "where the SQLite file and generated secrets live"),
     Setting("CONNECTOR_DATABASE_URL", "sqlite:///$CONNECTOR_DATA_DIR/connector.db",
-            "`sqlite:///path` (PostgreSQL arrives with the scale-out work)"),
+            "`sqlite:///path`, or `postgresql://user:password@host:port/db` for several "
+            "replicas and workers sharing one database"),
     Setting("CONNECTOR_SECRET_KEY", "generated into the data dir",
             "signs callback tokens and encrypts stored vendor secrets"),
     Setting("CONNECTOR_REPORT_SECRET", "generated into the data dir (with a warning)",
@@ -92,6 +94,8 @@ REFERENCE: Final[tuple[Setting, ...]] = (
     Setting("CONNECTOR_DISPATCHER", "true", "run the report dispatcher inside `connector serve`"),
     Setting("CONNECTOR_SQLITE_SYNCHRONOUS", "NORMAL",
             "SQLite `synchronous` pragma: NORMAL survives process crashes, FULL also power loss"),
+    Setting("CONNECTOR_DB_POOL_MIN", "2", "PostgreSQL connections each process keeps open"),
+    Setting("CONNECTOR_DB_POOL_MAX", "10", "most PostgreSQL connections each process opens"),
     Setting("CONNECTOR_LOG_LEVEL", "info", "debug, info, warning or error"),
     Setting("CONNECTOR_LOG_FORMAT", "auto", "`json`, `console`, or `auto` (console on a TTY)"),
 )
@@ -135,12 +139,17 @@ class Settings:
     report_max_backoff: float = 600.0
     dispatcher: bool = True
     sqlite_synchronous: str = "NORMAL"
+    db_pool_min: int = 2
+    db_pool_max: int = 10
     log_level: str = "info"
     log_format: str = "auto"
 
     def __repr__(self) -> str:
+        # A postgresql:// URL may carry the database password.
+        url = re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", self.database_url)
         shown = ", ".join(
             f"{f.name}={'***' if f.name in _SECRET_FIELDS else repr(getattr(self, f.name))}"
+            if f.name != "database_url" else f"database_url={url!r}"
             for f in dataclasses.fields(self)
         )
         return f"Settings({shown})"
@@ -161,10 +170,14 @@ class Settings:
         port = r.parse("PORT", _port) if env.get("PORT") else r.parse("CONNECTOR_PORT", _port)
         host = r.text("CONNECTOR_HOST")
         database_url = env.get("CONNECTOR_DATABASE_URL") or f"sqlite:///{data_dir / 'connector.db'}"
-        if not database_url.startswith("sqlite:///"):
-            raise SettingsError(
-                "CONNECTOR_DATABASE_URL: only sqlite:///path is supported in this version"
-            )
+        if not database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise SettingsError("CONNECTOR_DATABASE_URL: use sqlite:///path or "
+                                "postgresql://user:password@host:port/database")
+        pool_min = r.parse("CONNECTOR_DB_POOL_MIN", _non_negative_int)
+        pool_max = r.parse("CONNECTOR_DB_POOL_MAX", _positive_int)
+        if pool_min > pool_max:
+            raise SettingsError(f"CONNECTOR_DB_POOL_MIN: {pool_min} is above "
+                                f"CONNECTOR_DB_POOL_MAX ({pool_max})")
         default_vendor = r.text("CONNECTOR_DEFAULT_VENDOR").lower()
         if default_vendor not in VENDORS:
             raise SettingsError(f"CONNECTOR_DEFAULT_VENDOR: {default_vendor!r} is not one of "
@@ -217,6 +230,8 @@ class Settings:
             report_max_backoff=r.parse("CONNECTOR_REPORT_MAX_BACKOFF", _positive_float),
             dispatcher=r.parse("CONNECTOR_DISPATCHER", _bool),
             sqlite_synchronous=sync,
+            db_pool_min=pool_min,
+            db_pool_max=pool_max,
             log_level=r.choice("CONNECTOR_LOG_LEVEL", ("debug", "info", "warning", "error")),
             log_format=r.choice("CONNECTOR_LOG_FORMAT", ("auto", "json", "console")),
         )
@@ -302,6 +317,13 @@ def _positive_int(raw: str) -> int:
     value = int(raw)
     if value <= 0:
         raise ValueError("expected a positive whole number")
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("expected a whole number >= 0")
     return value
 
 

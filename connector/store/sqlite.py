@@ -418,5 +418,6 @@ class SqliteStore:
                 db.execute("DELETE FROM report_attempts WHERE outbox_id IN (SELECT id FROM "
                            f"outbox WHERE message_id IN ({marks}))", ids)
                 db.execute(f"DELETE FROM outbox WHERE message_id IN ({marks})", ids)
+                db.execute(f"DELETE FROM message_parts WHERE message_id IN ({marks})", ids)
                 db.execute(f"DELETE FROM messages WHERE id IN ({marks})", ids)
                 removed += len(ids)

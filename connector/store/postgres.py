@@ -1,0 +1,432 @@
+"""The PostgreSQL store: one database shared by any number of replicas and dispatchers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
+
+import asyncpg
+
+from connector.errors import StoreUnavailable
+from connector.model import Applied, Status, StatusUpdate
+from connector.store.base import (
+    Claim,
+    LeasedReport,
+    MessageRow,
+    NewMessage,
+    ReportAttempt,
+    ReportBuilder,
+    ReportView,
+    SendOutcome,
+    StoredResponse,
+)
+from connector.store.schema_pg import MIGRATION_LOCK, MIGRATIONS_PG, VERSION_TABLE
+from connector.store.sqlite import combine_parts, stamped
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
+# Named as MessageRow's fields, so a row converts by keyword.
+_ROW_COLUMNS: Final = ", ".join(MessageRow.__struct_fields__)
+_PURGE_BATCH: Final = 5000
+# Everything the driver raises: server errors, a lost or refused connection, a timeout
+# (TimeoutError is an OSError), a closed pool. All of them are "try again later" to a caller.
+_DRIVER_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError,
+                         asyncpg.InternalClientError, OSError)
+# The connection itself is gone (server restart, failover, terminated backend, reset socket).
+_CONNECTION_LOST: Final = (asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError,
+                           asyncpg.CrashShutdownError, asyncpg.CannotConnectNowError,
+                           asyncpg.InterfaceError, asyncpg.InternalClientError,
+                           ConnectionError)
+_CLAIM_TRIES: Final = 5
+
+# One round trip: the insert wins, or the SELECT shows the row that beat it. A winner that
+# committed after this statement's snapshot conflicts yet is invisible to it; then no row
+# comes back and claim() runs the statement again, whose new snapshot sees the winner.
+_CLAIM: Final = (
+    "WITH ins AS (INSERT INTO messages (id, request_id, claim_key, vendor, sealed_settings, "
+    "sender, to_number, custom_data, callback_url, metadata, status, segments, encoding, "
+    "claimed_until, created_at, updated_at) "
+    "VALUES ($1,$2,$2,$3,$4,$5,$6,$7,$8,$9,'pending',$10,$11,$12,$13,$13) "
+    "ON CONFLICT (claim_key) DO NOTHING RETURNING id) "
+    "SELECT TRUE AS claimed, id, NULL::integer, NULL::bytea, NULL::double precision, "
+    "$12 AS claimed_until FROM ins UNION ALL "
+    "SELECT FALSE, id, response_status, response_body, response_retry_after, claimed_until "
+    "FROM messages WHERE claim_key = $2 AND NOT EXISTS (SELECT 1 FROM ins)"
+)
+_RECORD_OUTCOME: Final = (
+    # A callback may have arrived before this answer: never move the status back.
+    "UPDATE messages SET response_status = $1, response_body = $2, response_retry_after = $3, "
+    "claimed_until = 0, ambiguous = $4, parts = $5, "
+    "status = CASE WHEN status = 'pending' THEN $6 ELSE status END, "
+    "vendor_message_id = COALESCE(vendor_message_id, $7), segments = COALESCE($8, segments), "
+    "from_number = COALESCE(from_number, $9), error_code = COALESCE($10, error_code), "
+    "error_message = COALESCE($11, error_message), errored_at = COALESCE(errored_at, $12), "
+    "claim_key = CASE WHEN $13 THEN NULL ELSE claim_key END, updated_at = $14 WHERE id = $15"
+)
+_STAMP: Final = (
+    "UPDATE messages SET status = $1, vendor_message_id = $2, from_number = $3, segments = $4, "
+    "error_code = $5, error_message = $6, handed_off_at = $7, delivered_at = $8, "
+    "errored_at = $9, updated_at = $10 WHERE id = $11"
+)
+# The status change and its report in one statement: one round trip less under the row lock.
+_STAMP_AND_REPORT: Final = (
+    f"WITH changed AS ({_STAMP} RETURNING id) "
+    "INSERT INTO outbox (event_id, message_id, url, payload, next_at, created_at) "
+    "SELECT $12, id, $13, $14, $10, $10 FROM changed ON CONFLICT (event_id) DO NOTHING"
+)
+_LEASE: Final = (
+    "UPDATE outbox SET lease_until = $1, leased_by = $2 WHERE id IN ("
+    "SELECT id FROM outbox WHERE state = 'pending' AND next_at <= $3 AND lease_until <= $3 "
+    "ORDER BY next_at LIMIT $4 FOR UPDATE SKIP LOCKED) "
+    "RETURNING id, event_id, url, payload, attempts, created_at"
+)
+# Every result of a dispatch round in one atomic statement, whatever the batch size.
+_REPORTS_DONE: Final = (
+    "WITH r AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::double precision[], "
+    "$4::text[], $5::double precision[], $6::integer[]) WITH ORDINALITY "
+    "AS r(id, outcome, next_at, error, at, status_code, n)), "
+    "done AS (UPDATE outbox o SET attempts = o.attempts + 1, lease_until = 0, leased_by = NULL, "
+    "state = CASE r.outcome WHEN 'retry' THEN 'pending' ELSE r.outcome END, "
+    "next_at = COALESCE(r.next_at, o.next_at), last_error = r.error, "
+    "done_at = CASE r.outcome WHEN 'retry' THEN NULL ELSE $7::double precision END "
+    "FROM r WHERE o.id = r.id) "
+    "INSERT INTO report_attempts (outbox_id, at, outcome, status_code, error) "
+    "SELECT id, at, outcome, status_code, error FROM r ORDER BY n"
+)
+# SKIP LOCKED: a message whose status is being applied right now waits for the next purge.
+_PURGE: Final = (
+    "WITH doomed AS (SELECT id FROM messages m WHERE created_at < $1 AND NOT EXISTS ("
+    "SELECT 1 FROM outbox o WHERE o.message_id = m.id AND o.state = 'pending') "
+    "LIMIT $2 FOR UPDATE SKIP LOCKED), "
+    "reports AS (DELETE FROM outbox WHERE message_id IN (SELECT id FROM doomed) RETURNING id), "
+    "attempts AS (DELETE FROM report_attempts WHERE outbox_id IN (SELECT id FROM reports)), "
+    "parts AS (DELETE FROM message_parts WHERE message_id IN (SELECT id FROM doomed)), "
+    "gone AS (DELETE FROM messages WHERE id IN (SELECT id FROM doomed) RETURNING 1) "
+    "SELECT count(*) FROM gone"
+)
+
+
+def _row(record: asyncpg.Record) -> MessageRow:
+    fields = dict(record.items())
+    fields["status"] = Status(fields["status"])
+    return MessageRow(**fields)
+
+
+def _claim(record: asyncpg.Record) -> Claim:
+    claimed, message_id, status, body, retry_after, claimed_until = record.values()
+    response = None if status is None else StoredResponse(status=status, body=body,
+                                                          retry_after=retry_after)
+    return Claim(message_id=message_id, claimed=claimed, response=response,
+                 claimed_until=claimed_until)
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool reset hook that sends nothing.
+
+    The default reset costs a round trip on every release to undo session state (SET,
+    LISTEN, session advisory locks, cursors) this store never leaves; asyncpg still rolls
+    back an open transaction before calling it.
+    """
+
+
+class PostgresStore:
+    def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 10,
+                 command_timeout: float = 5.0, acquire_timeout: float = 5.0,
+                 connect_timeout: float = 5.0, migrate_timeout: float = 60.0,
+                 statement_cache_size: int = 100) -> None:
+        self.dsn = dsn
+        self._min_size = min_size
+        self._max_size = max_size
+        self._command_timeout = command_timeout
+        self._acquire_timeout = acquire_timeout
+        self._connect_timeout = connect_timeout
+        self._migrate_timeout = migrate_timeout
+        # 0 behind a transaction-mode pooler (PgBouncer), where prepared statements break.
+        self._statement_cache_size = statement_cache_size
+        self._pool: asyncpg.Pool | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresStore(pool={self._min_size}..{self._max_size})"  # the DSN may hold a password
+
+    async def open(self) -> None:
+        pool = asyncpg.create_pool(
+            self.dsn, min_size=self._min_size, max_size=self._max_size,
+            timeout=self._connect_timeout, command_timeout=self._command_timeout,
+            statement_cache_size=self._statement_cache_size, reset=_keep_session,
+            server_settings={"application_name": "connector"},
+        )
+        try:
+            await pool
+        except _DRIVER_ERRORS as exc:
+            raise StoreUnavailable(f"store unavailable: {_describe(exc)}") from exc
+        self._pool = pool
+        try:
+            await self._migrate()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _migrate(self) -> None:
+        # The transaction-level advisory lock serialises replicas starting at once: each sees
+        # the version the previous one committed and applies only what is still missing.
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK,
+                               timeout=self._migrate_timeout)
+            await conn.execute(VERSION_TABLE)
+            version = await conn.fetchval("SELECT version FROM schema_version")
+            for number, script in enumerate(MIGRATIONS_PG[version:], start=version + 1):
+                await conn.execute(script, timeout=self._migrate_timeout)
+                await conn.execute("UPDATE schema_version SET version = $1", number)
+
+    async def schema_version(self) -> int:
+        async with self._conn() as conn:
+            return int(await conn.fetchval("SELECT version FROM schema_version"))
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), self._command_timeout * 2)
+        except _DRIVER_ERRORS:
+            pool.terminate()  # a connection that will not close politely is dropped
+        except asyncio.CancelledError:
+            pool.terminate()
+            raise
+
+    @asynccontextmanager
+    async def _conn(self) -> AsyncIterator[Conn]:
+        """A pooled connection; every driver error inside becomes StoreUnavailable."""
+        if self._pool is None:
+            raise StoreUnavailable("store is not open")
+        pool = self._pool
+        try:
+            async with pool.acquire(timeout=self._acquire_timeout) as conn:
+                try:
+                    yield conn
+                except _CONNECTION_LOST:
+                    # Whatever dropped this connection most likely dropped its idle siblings
+                    # too: replace them all on their next use instead of failing once each.
+                    await pool.expire_connections()
+                    raise
+        except _DRIVER_ERRORS as exc:
+            raise StoreUnavailable(f"store unavailable: {_describe(exc)}") from exc
+
+    async def ping(self) -> None:
+        try:
+            version = await self.schema_version()
+        except StoreUnavailable as exc:
+            if isinstance(exc.__cause__, asyncpg.UndefinedTableError):
+                raise StoreUnavailable("schema migrations are not applied") from exc
+            raise
+        if version != len(MIGRATIONS_PG):
+            raise StoreUnavailable("schema migrations are not applied")
+
+    async def claim(self, message: NewMessage, now: float) -> Claim:
+        m = message
+        async with self._conn() as conn:
+            for _ in range(_CLAIM_TRIES):
+                found = await conn.fetchrow(
+                    _CLAIM, m.id, m.request_id, m.vendor, m.sealed_settings, m.sender,
+                    m.to_number, m.custom_data, m.callback_url, m.metadata, m.segments,
+                    m.encoding, m.claimed_until, now)
+                if found is not None:
+                    return _claim(found)
+        raise StoreUnavailable("request_id claim kept changing hands")
+
+    async def poll_claim(self, message_id: str) -> Claim | None:
+        async with self._conn() as conn:
+            found = await conn.fetchrow(
+                "SELECT FALSE, id, response_status, response_body, response_retry_after, "
+                "claimed_until FROM messages WHERE id = $1", message_id)
+        return None if found is None else _claim(found)
+
+    async def take_over(self, message_id: str, now: float, claimed_until: float) -> bool:
+        async with self._conn() as conn:
+            status = await conn.execute(
+                "UPDATE messages SET claimed_until = $1, updated_at = $2 WHERE id = $3 "
+                "AND response_status IS NULL AND claimed_until < $2",
+                claimed_until, now, message_id)
+        return status == "UPDATE 1"
+
+    async def record_outcome(self, message_id: str, outcome: SendOutcome, now: float) -> None:
+        o = outcome
+        async with self._conn() as conn:
+            await conn.execute(
+                _RECORD_OUTCOME, o.response.status, o.response.body, o.response.retry_after,
+                o.ambiguous, o.parts, o.status.value, o.vendor_message_id, o.segments,
+                o.from_number, o.error_code, o.error_message,
+                now if o.status.terminal else None, o.release, now, message_id)
+
+    async def message(self, message_id: str) -> MessageRow | None:
+        async with self._conn() as conn:
+            found = await conn.fetchrow(f"SELECT {_ROW_COLUMNS} FROM messages WHERE id = $1",
+                                        message_id)
+        return None if found is None else _row(found)
+
+    async def find(self, key: str) -> MessageRow | None:
+        async with self._conn() as conn:
+            found = await conn.fetchrow(
+                f"SELECT {_ROW_COLUMNS} FROM messages WHERE id = $1 OR request_id = $1 "
+                "ORDER BY id = $1 DESC, created_at DESC LIMIT 1", key)
+        return None if found is None else _row(found)
+
+    async def find_by_vendor_id(self, vendor: str, vendor_message_id: str
+                                ) -> MessageRow | None:
+        async with self._conn() as conn:
+            found = await conn.fetchrow(
+                f"SELECT {_ROW_COLUMNS} FROM messages WHERE vendor = $1 "
+                "AND vendor_message_id = $2 ORDER BY created_at DESC LIMIT 1",
+                vendor, vendor_message_id)
+        return None if found is None else _row(found)
+
+    async def apply_status(self, message_id: str, update: StatusUpdate, now: float,
+                           report: ReportBuilder) -> Applied:
+        async with self._conn() as conn, conn.transaction():
+            # The row lock orders concurrent callbacks for one message across replicas.
+            found = await conn.fetchrow(
+                f"SELECT {_ROW_COLUMNS} FROM messages WHERE id = $1 FOR UPDATE", message_id)
+            if found is None:
+                return Applied.UNKNOWN
+            return await self._apply(conn, _row(found), update, now, report)
+
+    async def _apply(self, conn: Conn, row: MessageRow, update: StatusUpdate, now: float,
+                     report: ReportBuilder) -> Applied:
+        if update.part_id is not None and row.parts > 1:
+            combined = await self._apply_part(conn, row, update, now)
+            if not isinstance(combined, StatusUpdate):
+                return combined
+            update = combined
+        if update.status is row.status:
+            return Applied.DUPLICATE
+        if not update.status.advances(row.status):
+            return Applied.REGRESSED
+        new = stamped(row, update, now)
+        stamp: list[Any] = [
+            new.status.value, new.vendor_message_id, new.from_number, new.segments,
+            new.error_code, new.error_message, new.handed_off_at, new.delivered_at,
+            new.errored_at, now, row.id]
+        entry = report(new, update, now)
+        if entry is None:
+            await conn.execute(_STAMP, *stamp)
+        else:
+            await conn.execute(_STAMP_AND_REPORT, *stamp, entry.event_id, entry.url,
+                               entry.payload)
+        return Applied.APPLIED
+
+    async def _apply_part(self, conn: Conn, row: MessageRow, update: StatusUpdate,
+                          now: float) -> StatusUpdate | Applied:
+        """Record one part's status; the message's status is what all parts add up to."""
+        previous = await conn.fetchval(
+            "SELECT status FROM message_parts WHERE message_id = $1 AND part_id = $2",
+            row.id, update.part_id)
+        if previous is not None:
+            if update.status is Status(previous):
+                return Applied.DUPLICATE
+            if not update.status.advances(Status(previous)):
+                return Applied.REGRESSED
+        parts = await conn.fetch(
+            "WITH up AS (INSERT INTO message_parts (message_id, part_id, status, error_code, "
+            "error_message, updated_at) VALUES ($1,$2,$3,$4,$5,$6) "
+            "ON CONFLICT (message_id, part_id) DO UPDATE SET status = excluded.status, "
+            "error_code = excluded.error_code, error_message = excluded.error_message, "
+            "updated_at = excluded.updated_at RETURNING part_id, status, error_code, "
+            "error_message, updated_at) "
+            "SELECT status, error_code, error_message FROM ("
+            "SELECT * FROM up UNION ALL SELECT part_id, status, error_code, error_message, "
+            "updated_at FROM message_parts WHERE message_id = $1 AND part_id <> $2) p "
+            "ORDER BY updated_at, part_id",
+            row.id, update.part_id, update.status.value, update.error_code,
+            update.error_message, now)
+        return combine_parts(update, [(Status(s), code, text) for s, code, text in parts],
+                             row.parts)
+
+    async def expire_ambiguous(self, older_than: float, now: float,
+                               report: ReportBuilder) -> int:
+        async with self._conn() as conn:
+            ids = [r[0] for r in await conn.fetch(
+                "SELECT id FROM messages WHERE status = 'pending' AND created_at < $1 AND "
+                "(ambiguous OR (response_status IS NULL AND claimed_until < $2)) LIMIT 1000",
+                older_than, now)]
+        update = StatusUpdate(status=Status.FAILED, error_code="ambiguous",
+                              error_message="the vendor never confirmed this message")
+        count = 0
+        for message_id in ids:
+            if await self.apply_status(message_id, update, now, report) is Applied.APPLIED:
+                count += 1
+        return count
+
+    async def lease_reports(self, worker: str, now: float, limit: int,
+                            lease_seconds: float) -> list[LeasedReport]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(_LEASE, now + lease_seconds, worker, now, limit)
+        return [LeasedReport(id=r[0], event_id=r[1], url=r[2], payload=r[3], attempts=r[4],
+                             created_at=r[5]) for r in rows]
+
+    async def reports_done(self, results: list[tuple[int, ReportAttempt, float | None]],
+                           now: float) -> None:
+        if not results:
+            return
+        async with self._conn() as conn:
+            await conn.execute(
+                _REPORTS_DONE, [r[0] for r in results], [r[1].outcome for r in results],
+                [r[2] for r in results], [r[1].error for r in results],
+                [r[1].at for r in results], [r[1].status_code for r in results], now)
+
+    async def release_reports(self, worker: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute("UPDATE outbox SET lease_until = 0, leased_by = NULL "
+                               "WHERE leased_by = $1 AND state = 'pending'", worker)
+
+    async def next_report_due(self) -> float | None:
+        async with self._conn() as conn:
+            due = await conn.fetchval("SELECT MIN(GREATEST(next_at, lease_until)) FROM outbox "
+                                      "WHERE state = 'pending'")
+        return None if due is None else float(due)
+
+    async def reports_for(self, message_id: str) -> list[ReportView]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT o.id, o.event_id, o.url, o.state, o.next_at, a.at, a.outcome, "
+                "a.status_code, a.error FROM outbox o "
+                "LEFT JOIN report_attempts a ON a.outbox_id = o.id "
+                "WHERE o.message_id = $1 ORDER BY o.id, a.id", message_id)
+        views: dict[int, ReportView] = {}
+        for report_id, event_id, url, state, next_at, at, outcome, status_code, error in rows:
+            view = views.get(report_id)
+            if view is None:
+                view = views[report_id] = ReportView(
+                    event_id=event_id, url=url, state=state, attempts=[],
+                    next_attempt_at=next_at if state == "pending" else None)
+            if at is not None:
+                view.attempts.append(ReportAttempt(at=at, outcome=outcome,
+                                                   status_code=status_code, error=error))
+        return list(views.values())
+
+    async def outbox_stats(self) -> tuple[int, float | None, int]:
+        async with self._conn() as conn:
+            stats = await conn.fetchrow(
+                "SELECT COUNT(*) FILTER (WHERE state = 'pending'), "
+                "MIN(created_at) FILTER (WHERE state = 'pending'), "
+                "COUNT(*) FILTER (WHERE state = 'dead') FROM outbox")
+        depth, oldest, dead = stats if stats is not None else (0, None, 0)
+        return int(depth), oldest, int(dead)
+
+    async def purge(self, before: float) -> int:
+        """Forget messages created before `before` whose reports are finished, in batches."""
+        removed = 0
+        while True:
+            # One short transaction per batch: no long lock over a big table.
+            async with self._conn() as conn:
+                count = int(await conn.fetchval(_PURGE, before, _PURGE_BATCH))
+            removed += count
+            if count < _PURGE_BATCH:
+                return removed
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
