@@ -1,0 +1,72 @@
+"""`bench/run.py` runs end to end and writes its report in the documented shape.
+
+Only the harness is held here: every number is machine-dependent, so none is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from numbers import Real
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+LATENCY = {"p50_ms", "p90_ms", "p99_ms", "max_ms"}
+
+
+def _numbers(mapping: dict[str, Any], keys: set[str]) -> None:
+    assert keys <= mapping.keys(), keys - mapping.keys()
+    for key in keys:
+        assert isinstance(mapping[key], Real), (key, mapping[key])
+
+
+def _send_phase(phase: dict[str, Any], cpu_group: str) -> None:
+    _numbers(phase, {"sent", "ok", "rps", "wall_s", "client_cpu_us_per_req", "client_cores"})
+    _numbers(phase["latency"], LATENCY)
+    assert phase["ok"] > 0, phase["statuses"]
+    _numbers(phase["cpu"][cpu_group], {"cpu_s", "cores", "us_per_msg"})
+
+
+def test_quick_run_reports_every_measure_and_gets_every_custom_data_back(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--seconds", "2",
+         "--workers", "1", "--db", "sqlite", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "Targets" in done.stdout and "every custom_data back" in done.stdout
+
+    result = json.loads(out.read_text())
+    assert {"started", "machine", "params", "notes", "vendor_alone", "baseline", "runs",
+            "targets", "all_custom_data_back"} <= result.keys()
+    assert result["params"]["workers"] == [1] and result["params"]["db"] == ["sqlite"]
+    assert any("CONNECTOR_LOG_LEVEL" in note for note in result["notes"])
+    _numbers(result["vendor_alone"]["200"]["latency"], LATENCY)
+    _send_phase(result["baseline"]["1"]["send"], "server")
+
+    [run] = result["runs"]
+    assert (run["name"], run["status"]) == ("sqlite w1", "ok")
+    _send_phase(run["send"], "connector")
+    _send_phase(run["rates"]["200"], "connector")
+    _numbers(run, {"ratio_to_baseline"})
+    assert run["processes"], "the connector's processes are listed"
+    for phase in (run["e2e"], run["soak"]):
+        _numbers(phase, {"rate_msg_s", "span_s"})
+        _numbers(phase["cpu"]["connector"], {"cpu_s", "us_per_msg"})
+        check = phase["check"]
+        assert check["accepted"] > 0
+        assert check["delivered"] == check["accepted"] and check["missing"] == 0, check
+        assert check["custom_data_mismatches"] == 0, check["mismatch_examples"]
+        assert check["auth_failures"] == 0 and check["jwt_checked"] > 0
+        assert phase["custom_data_ok"] is True
+    assert run["soak"]["sent"] == result["params"]["long"] == 1000
+    _numbers(run["soak"]["rss"], {"start_kb", "end_kb", "peak_kb", "peak_hwm_kb", "growth_pct"})
+    assert run["custom_data_ok"] is True and result["all_custom_data_back"] is True
+
+    assert {t["target"].split(" ")[0] for t in result["targets"]} >= {"send", "end", "CPU",
+                                                                      "p99", "RSS"}
+    for target in result["targets"]:
+        assert {"run", "target", "measured", "unit", "met"} <= target.keys()
