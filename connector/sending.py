@@ -11,11 +11,19 @@ import msgspec
 import structlog
 
 from connector import metrics
-from connector.errors import AmbiguousOutcome, ConnectorError, InflightTimeout, VendorError, VendorUnavailable
+from connector.errors import (
+    AmbiguousOutcome,
+    ConnectorError,
+    InflightTimeout,
+    VendorError,
+    VendorThrottled,
+    VendorUnavailable,
+)
 from connector.http import HttpClient
 from connector.model import Accepted, Outgoing, Status
 from connector.settings import Settings
 from connector.store.base import Claim, NewMessage, SendOutcome, Store, StoredResponse
+from connector.throttle import Throttle, account_of
 from connector.tokens import CallbackTokens
 from connector.vendors.base import Vendor
 
@@ -33,6 +41,8 @@ class Sender:
         self.http = http
         self.settings = settings
         self.tokens = tokens
+        self.throttle = Throttle(settings.rate_limits)
+        self.per_segment = settings.rate_unit == "segments"
         self._done: dict[str, asyncio.Event] = {}  # outcome reached, per message, this process
 
     @property
@@ -80,6 +90,16 @@ class Sender:
                 response=StoredResponse(status=exc.status, body=exc.body()),
                 status=Status.REJECTED, error_code=exc.code, error_message=exc.message,
                 release=exc.retryable)
+        account = account_of(vendor.name, config)
+        try:
+            self.throttle.acquire(account, message.segments if self.per_segment else 1)
+        except VendorThrottled as exc:
+            metrics.VENDOR_OUTCOMES.labels(vendor.name, "rate_limited").inc()
+            return SendOutcome(
+                response=StoredResponse(status=exc.status, body=exc.body(),
+                                        retry_after=exc.retry_after),
+                status=Status.FAILED, error_code=exc.code, error_message=exc.message,
+                release=True)
         started = time.perf_counter()
         try:
             try:
@@ -93,6 +113,9 @@ class Sender:
                     return self._ambiguous(exc)
                 accepted = found
         except VendorError as exc:
+            if isinstance(exc, VendorThrottled):
+                # the vendor itself said 429: hold the whole account, not just this message
+                self.throttle.pause(account, exc.retry_after or 1.0)
             metrics.VENDOR_OUTCOMES.labels(vendor.name, exc.code).inc()
             log.info("vendor_refused", code=exc.code, vendor_code=exc.vendor_code,
                      retryable=exc.retryable)

@@ -77,6 +77,10 @@ REFERENCE: Final[tuple[Setting, ...]] = (
             "refuse recipients that are certainly fixed-line (422 landline)"),
     Setting("CONNECTOR_ALPHA_SENDER_BLOCKED_REGIONS", "US,CA", "regions where alphanumeric "
             "senders are refused (422 sender_not_allowed); `none` for no such rule"),
+    Setting("CONNECTOR_RATE_LIMITS", "", "sends per second per vendor account, e.g. "
+            "`twilio=30,twilio:AC123=5,sinch=50` (the account is its id setting: Account SID, "
+            "workspace, service plan, base URL or API key); empty = unlimited; per process"),
+    Setting("CONNECTOR_RATE_UNIT", "messages", "`messages` or `segments`: what a rate counts"),
     Setting("CONNECTOR_MAX_BODY_BYTES", "65536", "largest accepted /sms/send body (413 above)"),
     Setting("CONNECTOR_DEDUPE_RETENTION", "604800", "seconds a request_id outcome is kept"),
     Setting("CONNECTOR_INFLIGHT_WAIT", "10", "seconds a repeat waits for an in-flight original"),
@@ -123,6 +127,8 @@ class Settings:
     vendor_hosts: tuple[str, ...] = ()
     report_statuses: frozenset[str] = frozenset({"delivered", "failed"})
     allowed_regions: tuple[str, ...] = ()
+    rate_limits: dict[str, float] = field(default_factory=dict)
+    rate_unit: str = "messages"
     refuse_landlines: bool = False
     alpha_sender_blocked_regions: tuple[str, ...] = ("US", "CA")
     max_body_bytes: int = 65536
@@ -213,6 +219,8 @@ class Settings:
             vendor_hosts=tuple(h.lower() for h in r.csv("CONNECTOR_VENDOR_HOSTS")),
             report_statuses=statuses,
             allowed_regions=r.parse("CONNECTOR_ALLOWED_REGIONS", _regions),
+            rate_limits=r.parse("CONNECTOR_RATE_LIMITS", _rates),
+            rate_unit=r.choice("CONNECTOR_RATE_UNIT", ("messages", "segments")),
             refuse_landlines=r.parse("CONNECTOR_REFUSE_LANDLINES", _bool),
             alpha_sender_blocked_regions=r.parse("CONNECTOR_ALPHA_SENDER_BLOCKED_REGIONS",
                                                  _regions),
@@ -284,6 +292,21 @@ def _bool(raw: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError("expected true or false")
+
+
+def _rates(raw: str) -> dict[str, float]:
+    """`vendor=rate` or `vendor:account=rate`, comma separated; rates per second, > 0."""
+    rates: dict[str, float] = {}
+    for part in (p.strip() for p in raw.split(",") if p.strip()):
+        key, sep, value = part.rpartition("=")
+        vendor = key.split(":", 1)[0].lower()
+        if not sep or vendor not in VENDORS:
+            raise ValueError(f"{part!r} is not vendor=rate or vendor:account=rate")
+        rate = float(value)
+        if not rate > 0:
+            raise ValueError(f"{part!r}: a rate must be above 0")
+        rates[vendor + key[len(vendor):]] = rate
+    return rates
 
 
 def _regions(raw: str) -> tuple[str, ...]:

@@ -71,3 +71,14 @@ def test_readme_configuration_table_is_current() -> None:
     assert reference_table() in readme, (
         "README's configuration table is stale; regenerate it with "
         "python -c 'from connector.settings import reference_table; print(reference_table())'")
+
+
+def test_rate_limits_parse_per_vendor_and_account() -> None:
+    s = Settings.from_env({"CONNECTOR_RATE_LIMITS": "twilio=30, twilio:AC1=2.5,Sinch=10"})
+    assert s.rate_limits == {"twilio": 30, "twilio:AC1": 2.5, "sinch": 10}
+
+
+@pytest.mark.parametrize("value", ["twilio", "carrier=3", "twilio=0", "twilio=fast"])
+def test_bad_rate_limits_name_the_variable(value: str) -> None:
+    with pytest.raises(SettingsError, match="CONNECTOR_RATE_LIMITS"):
+        Settings.from_env({"CONNECTOR_RATE_LIMITS": value})

@@ -224,3 +224,27 @@ def test_destination_rules_refuse_before_the_vendor(
     assert answer.status_code == 422
     assert error(answer)["code"] == code
     assert twilio.create_calls == 0
+
+
+def test_account_rate_limit_answers_429_with_an_accurate_wait(
+        start_connector: Any, twilio: FakeTwilio, receiver: ReportReceiver) -> None:
+    connector = start_connector(CONNECTOR_RATE_LIMITS="twilio=2")
+    answers = [send(connector, twilio, send_body(receiver, request_id=f"rate-{i}"))
+               for i in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[2].headers["retry-after"] == "1"
+    assert error(answers[2])["code"] == "throttled"
+    assert twilio.create_calls == 2
+    time.sleep(1.0)
+    # the throttled request_id was not kept: the platform's retry sends it
+    assert send(connector, twilio, send_body(receiver, request_id="rate-2")).status_code == 200
+
+
+def test_vendor_429_pauses_the_whole_account(
+        connector: Connector, twilio: FakeTwilio, receiver: ReportReceiver) -> None:
+    twilio.queue(429, None, {"Retry-After": "30"})
+    first = send(connector, twilio, send_body(receiver, request_id="p-1"))
+    second = send(connector, twilio, send_body(receiver, request_id="p-2"))
+    assert (first.status_code, second.status_code) == (429, 429)
+    assert 28 <= int(second.headers["retry-after"]) <= 30
+    assert twilio.create_calls == 1  # the second never reached the vendor
