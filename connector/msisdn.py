@@ -16,7 +16,12 @@ _DIGITS: Final = re.compile(r"[0-9]+")
 
 
 def parse_recipient(raw: str) -> str:
-    """Return the E.164 form (+...) of a `00...` or `+...` MSISDN.
+    """Return the E.164 form (+...) of a `00...` or `+...` MSISDN (see recipient())."""
+    return recipient(raw)[0]
+
+
+def recipient(raw: str) -> tuple[str, phonenumbers.PhoneNumber]:
+    """The E.164 form (+...) of a `00...` or `+...` MSISDN, and the parsed number.
 
     A malformed value is a 400 (the request is wrong); a well-formed number that no numbering
     plan allows is a 422 `invalid_recipient` (the message can never be delivered).
@@ -34,7 +39,7 @@ def parse_recipient(raw: str) -> str:
     if not phonenumbers.is_valid_number(number):
         raise RefusedMessage("recipient is not a valid number in its numbering plan",
                              code="invalid_recipient")
-    return e164
+    return e164, number
 
 
 def parse_sender(raw: str) -> str:

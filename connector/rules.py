@@ -22,9 +22,8 @@ class Rules:
         self.refuse_landlines = settings.refuse_landlines
         self.alpha_blocked = frozenset(settings.alpha_sender_blocked_regions)
 
-    def check(self, to_e164: str, sender: str) -> str:
+    def check(self, number: phonenumbers.PhoneNumber, sender: str) -> str:
         """The recipient's region (ISO code), or raise RefusedMessage saying why not."""
-        number = phonenumbers.parse(to_e164)
         region = phonenumbers.region_code_for_number(number) or "ZZ"
         if (self.regions or self.calling_codes) and not (
                 region in self.regions or number.country_code in self.calling_codes):

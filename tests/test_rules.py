@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import phonenumbers
 import pytest
 
 from connector.errors import RefusedMessage
@@ -25,7 +26,7 @@ def rules(**env: str) -> Rules:
 ])
 def test_refusals(env: dict[str, str], to: str, sender: str, code: str) -> None:
     with pytest.raises(RefusedMessage) as caught:
-        rules(**env).check(to, sender)
+        rules(**env).check(phonenumbers.parse(to), sender)
     assert (caught.value.status, caught.value.code) == (422, code)
 
 
@@ -45,7 +46,7 @@ def test_refusals(env: dict[str, str], to: str, sender: str, code: str) -> None:
                  id="alpha-block-list-emptied"),
 ])
 def test_allowed(env: dict[str, str], to: str, sender: str, region: str) -> None:
-    assert rules(**env).check(to, sender) == region
+    assert rules(**env).check(phonenumbers.parse(to), sender) == region
 
 
 def test_bad_region_setting_names_the_variable() -> None:

@@ -105,9 +105,9 @@ async def send(request: Request) -> Response:
     structlog.contextvars.bind_contextvars(request_id=request_id)
     vendor, config = vendor_settings(request, settings.default_vendor)
     structlog.contextvars.bind_contextvars(vendor=vendor.name)
-    to_e164 = msisdn.parse_recipient(body.recipient)
+    to_e164, number = msisdn.recipient(body.recipient)
     sender = msisdn.parse_sender(body.sender)
-    services.rules.check(to_e164, sender)
+    services.rules.check(number, sender)
     callback_url = body.callback_url or body.webhook_url or ""
     await services.guard.check(callback_url, "callback_url", settings.callback_hosts or None)
     base_url = vendor.base_url(config)  # refuses bad settings (e.g. a region) before the claim

@@ -7,11 +7,12 @@ statement cost more CPU than the statement itself (see README, performance).
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 
@@ -36,6 +37,7 @@ _ROW_COLUMNS: Final = (
     "ambiguous, parts, handed_off_at, delivered_at, errored_at, created_at, updated_at"
 )
 _PURGE_BATCH: Final = 5000
+T = TypeVar("T")
 
 
 def _row(values: tuple[Any, ...]) -> MessageRow:
@@ -103,6 +105,8 @@ class SqliteStore:
         self._synchronous = synchronous
         self._busy_timeout = busy_timeout
         self._db: sqlite3.Connection | None = None
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any],
+                                  asyncio.Future[object]]] = []
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -158,6 +162,46 @@ class SqliteStore:
             db.execute("ROLLBACK")
             raise StoreUnavailable(f"store unavailable: {exc}") from exc
 
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` in the next group commit and return its result once it is durable.
+
+        Writes that arrive in the same event-loop turn share one transaction: under load that
+        is one WAL commit for many requests instead of one each (measured: the commits were
+        a quarter of the service's CPU). Nothing awaits inside, so no other write interleaves.
+        """
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._pending.append((work, future))
+        if len(self._pending) == 1:
+            asyncio.get_running_loop().call_soon(self._commit_pending)
+        return await future  # type: ignore[return-value]
+
+    def _commit_pending(self) -> None:
+        batch, self._pending = self._pending, []
+        results: list[tuple[asyncio.Future[object], object, BaseException | None]] = []
+        try:
+            with self._tx() as db:
+                for work, future in batch:
+                    try:
+                        results.append((future, work(db), None))
+                    except sqlite3.Error:
+                        raise
+                    except Exception as exc:  # handed to its own caller
+                        results.append((future, None, exc))
+        except Exception as exc:
+            failure = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(
+                f"store unavailable: {exc}")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(failure)
+            return
+        for future, value, error in results:
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)
+
     @contextmanager
     def _errors(self) -> Iterator[sqlite3.Connection]:
         try:
@@ -172,28 +216,30 @@ class SqliteStore:
             raise StoreUnavailable("schema migrations are not applied")
 
     async def claim(self, message: NewMessage, now: float) -> Claim:
-        m = message
-        with self._errors() as db:
-            # One statement, its own transaction: the unique claim_key decides who sends.
-            cursor = db.execute(
-                "INSERT INTO messages (id, request_id, claim_key, vendor, sealed_settings, "
-                "sender, to_number, custom_data, callback_url, metadata, status, segments, "
-                "encoding, claimed_until, created_at, updated_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,'pending',?,?,?,?,?) "
-                "ON CONFLICT (claim_key) DO NOTHING",
-                (m.id, m.request_id, m.request_id, m.vendor, m.sealed_settings, m.sender,
-                 m.to_number, m.custom_data, m.callback_url, m.metadata, m.segments, m.encoding,
-                 m.claimed_until, now, now),
-            )
-            if cursor.rowcount == 1:
-                return Claim(message_id=m.id, claimed=True, claimed_until=m.claimed_until)
-            found = db.execute(
-                "SELECT id, response_status, response_body, response_retry_after, "
-                "claimed_until FROM messages WHERE claim_key = ?", (m.request_id,),
-            ).fetchone()
-        if found is None:  # released between the two statements: try once more
-            return await self.claim(message, now)
-        return _claim(found[0], found[1:])
+        found = await self._write(lambda db: self._claim(db, message, now))
+        if isinstance(found, Claim):
+            return found
+        return await self.claim(message, now)  # released between the two statements: again
+
+    def _claim(self, db: sqlite3.Connection, m: NewMessage, now: float) -> Claim | None:
+        # The unique claim_key decides who sends.
+        cursor = db.execute(
+            "INSERT INTO messages (id, request_id, claim_key, vendor, sealed_settings, "
+            "sender, to_number, custom_data, callback_url, metadata, status, segments, "
+            "encoding, claimed_until, created_at, updated_at) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,'pending',?,?,?,?,?) "
+            "ON CONFLICT (claim_key) DO NOTHING",
+            (m.id, m.request_id, m.request_id, m.vendor, m.sealed_settings, m.sender,
+             m.to_number, m.custom_data, m.callback_url, m.metadata, m.segments, m.encoding,
+             m.claimed_until, now, now),
+        )
+        if cursor.rowcount == 1:
+            return Claim(message_id=m.id, claimed=True, claimed_until=m.claimed_until)
+        found = db.execute(
+            "SELECT id, response_status, response_body, response_retry_after, "
+            "claimed_until FROM messages WHERE claim_key = ?", (m.request_id,),
+        ).fetchone()
+        return None if found is None else _claim(found[0], found[1:])
 
     async def poll_claim(self, message_id: str) -> Claim | None:
         with self._errors() as db:
@@ -213,25 +259,27 @@ class SqliteStore:
         return cursor.rowcount == 1
 
     async def record_outcome(self, message_id: str, outcome: SendOutcome, now: float) -> None:
-        o = outcome
+        await self._write(lambda db: self._record_outcome(db, message_id, outcome, now))
+
+    def _record_outcome(self, db: sqlite3.Connection, message_id: str, o: SendOutcome,
+                        now: float) -> None:
         errored = now if o.status.terminal else None
-        with self._errors() as db:
-            # A callback may have arrived before this answer: never move the status back.
-            db.execute(
-                "UPDATE messages SET response_status = ?, response_body = ?, "
-                "response_retry_after = ?, claimed_until = 0, ambiguous = ?, parts = ?, "
-                "status = CASE WHEN status = 'pending' THEN ? ELSE status END, "
-                "vendor_message_id = COALESCE(vendor_message_id, ?), "
-                "segments = COALESCE(?, segments), from_number = COALESCE(from_number, ?), "
-                "error_code = COALESCE(?, error_code), "
-                "error_message = COALESCE(?, error_message), "
-                "errored_at = COALESCE(errored_at, ?), "
-                "claim_key = CASE WHEN ? THEN NULL ELSE claim_key END, updated_at = ? "
-                "WHERE id = ?",
-                (o.response.status, o.response.body, o.response.retry_after, o.ambiguous, o.parts,
-                 o.status.value, o.vendor_message_id, o.segments, o.from_number, o.error_code,
-                 o.error_message, errored, o.release, now, message_id),
-            )
+        # A callback may have arrived before this answer: never move the status back.
+        db.execute(
+            "UPDATE messages SET response_status = ?, response_body = ?, "
+            "response_retry_after = ?, claimed_until = 0, ambiguous = ?, parts = ?, "
+            "status = CASE WHEN status = 'pending' THEN ? ELSE status END, "
+            "vendor_message_id = COALESCE(vendor_message_id, ?), "
+            "segments = COALESCE(?, segments), from_number = COALESCE(from_number, ?), "
+            "error_code = COALESCE(?, error_code), "
+            "error_message = COALESCE(?, error_message), "
+            "errored_at = COALESCE(errored_at, ?), "
+            "claim_key = CASE WHEN ? THEN NULL ELSE claim_key END, updated_at = ? "
+            "WHERE id = ?",
+            (o.response.status, o.response.body, o.response.retry_after, o.ambiguous, o.parts,
+             o.status.value, o.vendor_message_id, o.segments, o.from_number, o.error_code,
+             o.error_message, errored, o.release, now, message_id),
+        )
 
     async def message(self, message_id: str) -> MessageRow | None:
         with self._errors() as db:
@@ -261,12 +309,23 @@ class SqliteStore:
 
     async def apply_status(self, message_id: str, update: StatusUpdate, now: float,
                            report: ReportBuilder) -> Applied:
-        with self._tx() as db:
+        def apply(db: sqlite3.Connection) -> Applied:
             found = db.execute(f"SELECT {_ROW_COLUMNS} FROM messages WHERE id = ?",
                                (message_id,)).fetchone()
             if found is None:
                 return Applied.UNKNOWN
-            return self._apply(db, _row(found), update, now, report)
+            # A savepoint, so a failure here undoes this change alone, not the whole batch.
+            db.execute("SAVEPOINT apply")
+            try:
+                applied = self._apply(db, _row(found), update, now, report)
+            except BaseException:
+                db.execute("ROLLBACK TO apply")
+                raise
+            finally:
+                db.execute("RELEASE apply")
+            return applied
+
+        return await self._write(apply)
 
     def _apply(self, db: sqlite3.Connection, row: MessageRow, update: StatusUpdate, now: float,
                report: ReportBuilder) -> Applied:

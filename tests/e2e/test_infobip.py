@@ -121,8 +121,11 @@ def test_infobip_throttling_is_429_with_retry_after(
     answer = send(connector, infobip, send_body(receiver))
     assert (answer.status_code, answer.headers["retry-after"]) == (429, "5")
     assert answer.json()["error"]["vendor_code"] == "E429"
-    again = send(connector, infobip, send_body(receiver))  # retryable: sends again
-    assert again.status_code == 200
+    # retryable, but the account now holds for Infobip's Retry-After: no second vendor call
+    again = send(connector, infobip, send_body(receiver))
+    assert again.status_code == 429
+    assert 4 <= int(again.headers["retry-after"]) <= 5
+    assert again.json()["error"]["vendor_code"] is None
 
 
 def test_wrong_key_is_401_and_never_echoed(
