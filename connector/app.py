@@ -88,6 +88,10 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         Route("/sms/verify", verify.verify, methods=["GET", "POST"]),
         Route("/callbacks/{vendor}/status", callbacks.status, methods=["POST", "GET"]),
         Route("/api/v1/messages/{id}", operator.message, methods=["GET"]),
+        Route("/api/v1/suppressions", operator.suppressions, methods=["GET"]),
+        # {account:path}: an Infobip account is its base URL, slashes and all.
+        Route("/api/v1/suppressions/{account:path}/{number}", operator.unsuppress,
+              methods=["DELETE"]),
         Route("/api/v1/app-integrations/{appIntegrationId}/sms/test", operator.test_send,
               methods=["POST"]),
         Route("/healthz", health.healthz, methods=["GET"]),

@@ -61,6 +61,9 @@ class Outgoing(msgspec.Struct, frozen=True, kw_only=True):
     to_e164: str  # +4479...
     text: str
     callback_url: str  # the connector's own per-message status URL (token included)
+    # Seconds the vendor may keep trying (CONNECTOR_VALIDITY); None = the vendor's default.
+    # Each adapter clamps it to what its vendor documents.
+    validity: int | None = None
 
 
 class Accepted(msgspec.Struct, frozen=True, kw_only=True):

@@ -17,7 +17,7 @@ import structlog
 from connector import metrics, msisdn
 from connector.errors import ConnectorError
 from connector.http import HttpClient
-from connector.model import REPORT_STATUS, ReportEvent, StatusUpdate
+from connector.model import REPORT_STATUS, ReportEvent, Status, StatusUpdate
 from connector.netcheck import AddressGuard
 from connector.settings import Settings
 from connector.store.base import (
@@ -51,6 +51,11 @@ def report_builder(settings: Settings) -> ReportBuilder:
         platform_status = REPORT_STATUS.get(row.status)
         if platform_status is None or platform_status not in wanted:
             return None
+        code, detail = row.error_code, row.error_message
+        if row.status is Status.EXPIRED:
+            # Every vendor's expiry reads the same to the platform: `failed` with code
+            # `expired`; the vendor's own code (e.g. Sinch 406) stays in the message.
+            code, detail = "expired", _expiry_detail(row.error_code, row.error_message)
         event = ReportEvent(
             # Stable per (message, platform status): a receiver can drop repeats by it.
             event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{row.id}/{platform_status}")),
@@ -61,8 +66,8 @@ def report_builder(settings: Settings) -> ReportBuilder:
             timestamp=rfc3339(update.occurred_at or now),
             vendor=row.vendor,
             vendor_message_id=row.vendor_message_id,
-            error_code=row.error_code if platform_status == "failed" else None,
-            error_message=row.error_message if platform_status == "failed" else None,
+            error_code=code if platform_status == "failed" else None,
+            error_message=detail if platform_status == "failed" else None,
             segments=row.segments,
             from_=row.from_number or row.sender,
             to=msisdn.to_platform(row.to_number),
@@ -71,6 +76,12 @@ def report_builder(settings: Settings) -> ReportBuilder:
                            payload=_encode.encode(event))
 
     return build
+
+
+def _expiry_detail(vendor_code: str | None, message: str | None) -> str | None:
+    """`406: Internal expiry` from the vendor's code and text, whichever it gave."""
+    parts = dict.fromkeys(part for part in (vendor_code, message) if part and part != "expired")
+    return ": ".join(parts) or None
 
 
 class Dispatcher:

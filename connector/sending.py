@@ -15,6 +15,8 @@ from connector.errors import (
     AmbiguousOutcome,
     ConnectorError,
     InflightTimeout,
+    RefusedMessage,
+    StoreUnavailable,
     VendorError,
     VendorThrottled,
     VendorUnavailable,
@@ -32,6 +34,9 @@ log = structlog.get_logger("connector.send")
 _POLL: Final = 0.05  # how often a repeat looks for an original sent by another process
 _CLAIM_MARGIN: Final = 5.0  # a claim outlives the vendor timeout by this much
 _encode = msgspec.json.Encoder()
+OPTED_OUT: Final = "opted_out"
+SUPPRESSED_MESSAGE: Final = ("recipient opted out earlier; remove them from the suppression "
+                             "list to send again")
 
 
 class Sender:
@@ -57,7 +62,8 @@ class Sender:
     def _outgoing(self, vendor: Vendor, message: NewMessage, text: str) -> Outgoing:
         return Outgoing(message_id=message.id, sender=message.sender,
                         to_e164=message.to_number, text=text,
-                        callback_url=self.callback_url(vendor.name, message.id))
+                        callback_url=self.callback_url(vendor.name, message.id),
+                        validity=self.settings.validity)
 
     async def send(self, vendor: Vendor, config: Mapping[str, str], message: NewMessage,
                    text: str) -> StoredResponse:
@@ -91,6 +97,10 @@ class Sender:
                 status=Status.REJECTED, error_code=exc.code, error_message=exc.message,
                 release=exc.retryable)
         account = account_of(vendor.name, config)
+        if self.settings.suppress_opt_outs:
+            suppressed = await self._suppressed(account, message)
+            if suppressed is not None:
+                return suppressed
         try:
             self.throttle.acquire(account, message.segments if self.per_segment else 1)
         except VendorThrottled as exc:
@@ -100,6 +110,7 @@ class Sender:
                                         retry_after=exc.retry_after),
                 status=Status.FAILED, error_code=exc.code, error_message=exc.message,
                 release=True)
+        refused: VendorError | None = None
         started = time.perf_counter()
         try:
             try:
@@ -119,15 +130,19 @@ class Sender:
             metrics.VENDOR_OUTCOMES.labels(vendor.name, exc.code).inc()
             log.info("vendor_refused", code=exc.code, vendor_code=exc.vendor_code,
                      retryable=exc.retryable)
-            return SendOutcome(
-                response=StoredResponse(status=exc.status, body=exc.body(),
-                                        retry_after=exc.retry_after),
-                status=Status.FAILED if exc.retryable else Status.REJECTED,
-                error_code=exc.vendor_code or exc.code, error_message=exc.message,
-                release=exc.retryable,
-            )
+            refused = exc
         finally:
             metrics.VENDOR_SECONDS.labels(vendor.name).observe(time.perf_counter() - started)
+        if refused is not None:
+            if refused.code == OPTED_OUT and self.settings.suppress_opt_outs:
+                await self._suppress(account, message, refused)
+            return SendOutcome(
+                response=StoredResponse(status=refused.status, body=refused.body(),
+                                        retry_after=refused.retry_after),
+                status=Status.FAILED if refused.retryable else Status.REJECTED,
+                error_code=refused.vendor_code or refused.code, error_message=refused.message,
+                release=refused.retryable,
+            )
         metrics.VENDOR_OUTCOMES.labels(vendor.name, "accepted").inc()
         body = _encode.encode({
             "message_id": message.id, "request_id": message.request_id, "vendor": vendor.name,
@@ -140,6 +155,31 @@ class Sender:
             segments=accepted.segments or message.segments, from_number=accepted.from_number,
             parts=max(1, len(accepted.part_ids)),
         )
+
+    async def _suppressed(self, account: str, message: NewMessage) -> SendOutcome | None:
+        """The refusal for a recipient on this account's suppression list, else None."""
+        try:
+            listed = await self.store.is_suppressed(account, message.to_number)
+        except StoreUnavailable as exc:  # cannot tell: retry later rather than risk a send
+            return SendOutcome(response=StoredResponse(status=exc.status, body=exc.body()),
+                               status=Status.FAILED, error_code=exc.code,
+                               error_message=exc.message, release=True)
+        if not listed:
+            return None
+        refusal = RefusedMessage(SUPPRESSED_MESSAGE, code=OPTED_OUT)
+        log.info("recipient_suppressed", account=account)
+        return SendOutcome(response=StoredResponse(status=refusal.status, body=refusal.body()),
+                           status=Status.REJECTED, error_code=OPTED_OUT,
+                           error_message=refusal.message)
+
+    async def _suppress(self, account: str, message: NewMessage, exc: VendorError) -> None:
+        """Put an opted-out recipient on the account's list. Best effort: the vendor's answer
+        stands either way, and a failed write only costs one more refused vendor call."""
+        try:
+            await self.store.suppress(account, message.to_number, exc.message[:500],
+                                      exc.vendor_code, time.time())
+        except StoreUnavailable as failed:
+            log.warning("suppress_failed", error=failed.message)
 
     async def _reconcile(self, vendor: Vendor, config: Mapping[str, str], outgoing: Outgoing,
                          exc: AmbiguousOutcome) -> Accepted | None:

@@ -81,10 +81,18 @@ REFERENCE: Final[tuple[Setting, ...]] = (
             "`twilio=30,twilio:AC123=5,sinch=50` (the account is its id setting: Account SID, "
             "workspace, service plan, base URL or API key); empty = unlimited; per process"),
     Setting("CONNECTOR_RATE_UNIT", "messages", "`messages` or `segments`: what a rate counts"),
+    Setting("CONNECTOR_SUPPRESS_OPT_OUTS", "true", "remember recipients a vendor reports as "
+            "opted out (per vendor account) and refuse later sends to them with 422 `opted_out` "
+            "before any vendor call; operators list and remove entries at "
+            "/api/v1/suppressions"),
     Setting("CONNECTOR_MAX_BODY_BYTES", "65536", "largest accepted /sms/send body (413 above)"),
     Setting("CONNECTOR_DEDUPE_RETENTION", "604800", "seconds a request_id outcome is kept"),
     Setting("CONNECTOR_INFLIGHT_WAIT", "10", "seconds a repeat waits for an in-flight original"),
     Setting("CONNECTOR_VENDOR_TIMEOUT", "10", "seconds for one vendor call"),
+    Setting("CONNECTOR_VALIDITY", "", "seconds a message stays deliverable; after that the "
+            "vendor drops it and the report is `failed` with code `expired`. Clamped per "
+            "vendor: Twilio 1-36000, Sinch up to 3 days, Infobip up to 48 h, Vonage 20 s to "
+            "7 days; Bird's send has no such field. Empty = each vendor's default"),
     Setting("CONNECTOR_AMBIGUOUS_POLICY", "at_most_once",
             "`at_most_once` or `at_least_once`: what an unresolvable vendor outcome does"),
     Setting("CONNECTOR_AMBIGUOUS_AFTER", "3600", "seconds after which an ambiguous send with no "
@@ -129,12 +137,14 @@ class Settings:
     allowed_regions: tuple[str, ...] = ()
     rate_limits: dict[str, float] = field(default_factory=dict)
     rate_unit: str = "messages"
+    suppress_opt_outs: bool = True
     refuse_landlines: bool = False
     alpha_sender_blocked_regions: tuple[str, ...] = ("US", "CA")
     max_body_bytes: int = 65536
     dedupe_retention: float = 7 * 86400.0
     inflight_wait: float = 10.0
     vendor_timeout: float = 10.0
+    validity: int | None = None  # seconds; adapters clamp it to their vendor's documented range
     ambiguous_policy: Literal["at_most_once", "at_least_once"] = "at_most_once"
     ambiguous_after: float = 3600.0
     report_batch: int = 100
@@ -221,6 +231,7 @@ class Settings:
             allowed_regions=r.parse("CONNECTOR_ALLOWED_REGIONS", _regions),
             rate_limits=r.parse("CONNECTOR_RATE_LIMITS", _rates),
             rate_unit=r.choice("CONNECTOR_RATE_UNIT", ("messages", "segments")),
+            suppress_opt_outs=r.parse("CONNECTOR_SUPPRESS_OPT_OUTS", _bool),
             refuse_landlines=r.parse("CONNECTOR_REFUSE_LANDLINES", _bool),
             alpha_sender_blocked_regions=r.parse("CONNECTOR_ALPHA_SENDER_BLOCKED_REGIONS",
                                                  _regions),
@@ -228,6 +239,7 @@ class Settings:
             dedupe_retention=r.parse("CONNECTOR_DEDUPE_RETENTION", _positive_float),
             inflight_wait=r.parse("CONNECTOR_INFLIGHT_WAIT", _positive_float),
             vendor_timeout=r.parse("CONNECTOR_VENDOR_TIMEOUT", _positive_float),
+            validity=r.parse("CONNECTOR_VALIDITY", _optional_positive_int),
             ambiguous_policy=policy,  # type: ignore[arg-type]
             ambiguous_after=r.parse("CONNECTOR_AMBIGUOUS_AFTER", _positive_float),
             report_batch=r.parse("CONNECTOR_REPORT_BATCH", _positive_int),
@@ -341,6 +353,10 @@ def _positive_int(raw: str) -> int:
     if value <= 0:
         raise ValueError("expected a positive whole number")
     return value
+
+
+def _optional_positive_int(raw: str) -> int | None:
+    return _positive_int(raw) if raw else None
 
 
 def _non_negative_int(raw: str) -> int:

@@ -165,3 +165,28 @@ def test_report_event_shape(tmp_path: Path) -> None:
     sent = report_builder(settings)(msgspec.structs.replace(row, status=Status.SENT),
                                     StatusUpdate(status=Status.SENT), 0.0)
     assert sent is None  # sent is not reported by default
+
+
+@pytest.mark.parametrize(("vendor_code", "vendor_message", "message"), [
+    pytest.param("406", "Internal expiry", "406: Internal expiry", id="code-and-text"),
+    pytest.param("EXPIRED", None, "EXPIRED", id="code-only"),
+    pytest.param(None, "Expired", "Expired", id="text-only"),
+    pytest.param(None, None, None, id="nothing"),
+    pytest.param("expired", None, None, id="already-expired"),
+])
+def test_expired_reports_failed_with_code_expired(
+        tmp_path: Path, vendor_code: str | None, vendor_message: str | None,
+        message: str | None) -> None:
+    settings = Settings.from_env({"CONNECTOR_DATA_DIR": str(tmp_path)})
+    row = MessageRow(
+        id="m1", request_id="r1", vendor="sinch", sealed_settings=b"", sender="Brand",
+        to_number="+447911123456", custom_data="cd", callback_url="https://r",
+        status=Status.EXPIRED, vendor_message_id="B1", from_number=None, segments=1,
+        encoding="gsm7", error_code=vendor_code, error_message=vendor_message,
+        ambiguous=False, parts=1, handed_off_at=1.0, delivered_at=None, errored_at=2.0,
+        created_at=0.0, updated_at=2.0)
+    entry = report_builder(settings)(row, StatusUpdate(status=Status.EXPIRED), 0.0)
+    assert entry is not None
+    event = json.loads(entry.payload)
+    assert (event["status"], event["error_code"], event["error_message"]) == (
+        "failed", "expired", message)

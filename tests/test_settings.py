@@ -82,3 +82,17 @@ def test_rate_limits_parse_per_vendor_and_account() -> None:
 def test_bad_rate_limits_name_the_variable(value: str) -> None:
     with pytest.raises(SettingsError, match="CONNECTOR_RATE_LIMITS"):
         Settings.from_env({"CONNECTOR_RATE_LIMITS": value})
+
+
+def test_validity_is_unset_by_default_else_positive_seconds() -> None:
+    assert Settings.from_env({}).validity is None
+    assert Settings.from_env({"CONNECTOR_VALIDITY": ""}).validity is None
+    assert Settings.from_env({"CONNECTOR_VALIDITY": " 600 "}).validity == 600
+    # Beyond a vendor's range is not an error: each adapter clamps it to its own.
+    assert Settings.from_env({"CONNECTOR_VALIDITY": "9999999"}).validity == 9999999
+
+
+@pytest.mark.parametrize("value", ["0", "-60", "1.5", "10m"])
+def test_bad_validity_names_the_variable(value: str) -> None:
+    with pytest.raises(SettingsError, match="CONNECTOR_VALIDITY"):
+        Settings.from_env({"CONNECTOR_VALIDITY": value})

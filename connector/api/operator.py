@@ -17,7 +17,7 @@ from connector.errors import BadRequest, ConnectorError, RefusedMessage
 from connector.model import Outgoing
 from connector.outbox import rfc3339
 from connector.services import Services
-from connector.store.base import MessageRow
+from connector.store.base import MessageRow, Suppression
 from connector.vendors import VENDORS
 
 log = structlog.get_logger("connector.operator")
@@ -52,6 +52,17 @@ def authorized(services: Services, request: Request) -> bool:
 
 def _json(body: Any, status: int = 200) -> Response:
     return Response(_encode.encode(body), status_code=status, media_type="application/json")
+
+
+def _operator_error(code: str, message: str, status: int) -> Response:
+    return _json({"error": {"code": code, "message": message, "retryable": False,
+                            "vendor_code": None}}, status)
+
+
+_UNAUTHORIZED: Final = ("unauthorized", "Auth-Key is missing or wrong", 401)
+MAX_PAGE: Final = 1000
+DEFAULT_PAGE: Final = 100
+MAX_OFFSET: Final = 1_000_000_000
 
 
 def _time(value: float | None) -> str | None:
@@ -153,3 +164,57 @@ def _test_settings(vendor: str, form: TestSend, request: Request) -> dict[str, s
         config[user_key] = form.username
     config[password_key] = form.password
     return config
+
+
+async def suppressions(request: Request) -> Response:
+    """GET: the opted-out recipients, newest first, optionally for one account."""
+    services: Services = request.app.state.services
+    if not authorized(services, request):
+        return _operator_error(*_UNAUTHORIZED)
+    query = request.query_params
+    try:
+        limit = _whole(query.get("limit"), DEFAULT_PAGE, "limit", 1, MAX_PAGE)
+        offset = _whole(query.get("offset"), 0, "offset", 0, MAX_OFFSET)
+    except ValueError as exc:
+        return _operator_error("invalid_request", str(exc), 400)
+    account = query.get("account") or None
+    entries = await services.store.suppressions(account, limit, offset)
+    return _json({"suppressions": [_suppression(e) for e in entries], "limit": limit,
+                  "offset": offset})
+
+
+async def unsuppress(request: Request) -> Response:
+    """DELETE: take one recipient off an account's list, so sends to them reach the vendor."""
+    services: Services = request.app.state.services
+    if not authorized(services, request):
+        return _operator_error(*_UNAUTHORIZED)
+    account = request.path_params["account"]
+    number = _e164(request.path_params["number"])
+    if not await services.store.unsuppress(account, number):
+        return _operator_error("not_found", "no such suppression", 404)
+    log.info("suppression_removed", account=account, number=msisdn.mask(number))
+    return Response(status_code=204)
+
+
+def _suppression(entry: Suppression) -> dict[str, Any]:
+    return {"account": entry.account, "number": entry.number, "reason": entry.reason,
+            "vendor_code": entry.vendor_code, "created_at": rfc3339(entry.created_at)}
+
+
+def _whole(raw: str | None, default: int, name: str, low: int, high: int) -> int:
+    if not raw:
+        return default
+    value = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 10 else -1
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}")
+    return value
+
+
+def _e164(raw: str) -> str:
+    """The stored form of a number given as +E.164, 00-international or bare digits."""
+    number = raw.strip()
+    if number.startswith("00"):
+        return "+" + number[2:]
+    if number.isdigit():
+        return "+" + number
+    return number

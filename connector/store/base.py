@@ -116,6 +116,16 @@ class ReportView(msgspec.Struct, frozen=True, kw_only=True):
     next_attempt_at: float | None
 
 
+class Suppression(msgspec.Struct, frozen=True, kw_only=True):
+    """A recipient a vendor reported as opted out, for one integration account."""
+
+    account: str  # as throttle.account_of names it, e.g. "twilio:AC..."
+    number: str  # E.164
+    reason: str
+    vendor_code: str | None
+    created_at: float
+
+
 # Builds the report for a status change inside the store's transaction (None: no report).
 ReportBuilder = Callable[[MessageRow, StatusUpdate, float], OutboxEntry | None]
 
@@ -169,3 +179,16 @@ class Store(Protocol):
 
     async def outbox_stats(self) -> tuple[int, float | None, int]:
         """Pending reports, the oldest pending report's created_at, dead-lettered reports."""
+
+    async def suppress(self, account: str, number: str, reason: str, vendor_code: str | None,
+                       now: float) -> None:
+        """Remember that `number` opted out on `account` (again: reason and code updated)."""
+
+    async def is_suppressed(self, account: str, number: str) -> bool: ...
+
+    async def suppressions(self, account: str | None, limit: int, offset: int
+                           ) -> list[Suppression]:
+        """Entries, newest first, for one account or (None) all of them."""
+
+    async def unsuppress(self, account: str, number: str) -> bool:
+        """Forget an entry; False when there was none."""

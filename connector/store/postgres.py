@@ -21,6 +21,7 @@ from connector.store.base import (
     ReportView,
     SendOutcome,
     StoredResponse,
+    Suppression,
 )
 from connector.store.schema_pg import MIGRATION_LOCK, MIGRATIONS_PG, VERSION_TABLE
 from connector.store.sqlite import combine_parts, stamped
@@ -426,6 +427,38 @@ class PostgresStore:
             removed += count
             if count < _PURGE_BATCH:
                 return removed
+
+    async def suppress(self, account: str, number: str, reason: str, vendor_code: str | None,
+                       now: float) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO suppressions (account, number, reason, vendor_code, created_at) "
+                "VALUES ($1,$2,$3,$4,$5) ON CONFLICT (account, number) DO UPDATE SET "
+                "reason = excluded.reason, vendor_code = excluded.vendor_code",
+                account, number, reason, vendor_code, now)
+
+    async def is_suppressed(self, account: str, number: str) -> bool:
+        async with self._conn() as conn:
+            found = await conn.fetchval(
+                "SELECT TRUE FROM suppressions WHERE account = $1 AND number = $2",
+                account, number)
+        return found is not None
+
+    async def suppressions(self, account: str | None, limit: int, offset: int
+                           ) -> list[Suppression]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT account, number, reason, vendor_code, created_at FROM suppressions "
+                "WHERE $1::text IS NULL OR account = $1 ORDER BY created_at DESC, account, "
+                "number LIMIT $2 OFFSET $3", account, limit, offset)
+        return [Suppression(account=r[0], number=r[1], reason=r[2], vendor_code=r[3],
+                            created_at=r[4]) for r in rows]
+
+    async def unsuppress(self, account: str, number: str) -> bool:
+        async with self._conn() as conn:
+            status = await conn.execute(
+                "DELETE FROM suppressions WHERE account = $1 AND number = $2", account, number)
+        return bool(status == "DELETE 1")
 
 
 def _describe(exc: BaseException) -> str:

@@ -80,4 +80,17 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (message_id, part_id)
     )
     """,
+    # 3: recipients a vendor reported as opted out, per integration account; a send to one is
+    # refused before any vendor call until an operator removes the entry.
+    """
+    CREATE TABLE suppressions (
+        account TEXT NOT NULL,
+        number TEXT NOT NULL,           -- E.164
+        reason TEXT NOT NULL,
+        vendor_code TEXT,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (account, number)
+    );
+    CREATE INDEX suppressions_created_at ON suppressions (created_at)
+    """,
 )

@@ -93,4 +93,16 @@ MIGRATIONS_PG: Final[tuple[str, ...]] = (
         PRIMARY KEY (message_id, part_id)
     )
     """,
+    # 3: opted-out recipients per integration account (see schema.py).
+    """
+    CREATE TABLE suppressions (
+        account TEXT NOT NULL,
+        number TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        vendor_code TEXT,
+        created_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (account, number)
+    );
+    CREATE INDEX suppressions_created_at ON suppressions (created_at)
+    """,
 )

@@ -28,6 +28,7 @@ from connector.store.base import (
     ReportView,
     SendOutcome,
     StoredResponse,
+    Suppression,
 )
 from connector.store.schema import MIGRATIONS
 
@@ -461,6 +462,36 @@ class SqliteStore:
                                        "WHERE state = 'pending'").fetchone()
             (dead,) = db.execute("SELECT COUNT(*) FROM outbox WHERE state = 'dead'").fetchone()
         return int(depth), oldest, int(dead)
+
+    async def suppress(self, account: str, number: str, reason: str, vendor_code: str | None,
+                       now: float) -> None:
+        await self._write(lambda db: db.execute(
+            "INSERT INTO suppressions (account, number, reason, vendor_code, created_at) "
+            "VALUES (?,?,?,?,?) ON CONFLICT (account, number) DO UPDATE SET "
+            "reason = excluded.reason, vendor_code = excluded.vendor_code",
+            (account, number, reason, vendor_code, now)))
+
+    async def is_suppressed(self, account: str, number: str) -> bool:
+        with self._errors() as db:
+            found = db.execute("SELECT 1 FROM suppressions WHERE account = ? AND number = ?",
+                               (account, number)).fetchone()
+        return found is not None
+
+    async def suppressions(self, account: str | None, limit: int, offset: int
+                           ) -> list[Suppression]:
+        with self._errors() as db:
+            rows = db.execute(
+                "SELECT account, number, reason, vendor_code, created_at FROM suppressions "
+                "WHERE ? IS NULL OR account = ? ORDER BY created_at DESC, account, number "
+                "LIMIT ? OFFSET ?", (account, account, limit, offset)).fetchall()
+        return [Suppression(account=r[0], number=r[1], reason=r[2], vendor_code=r[3],
+                            created_at=r[4]) for r in rows]
+
+    async def unsuppress(self, account: str, number: str) -> bool:
+        removed = await self._write(lambda db: db.execute(
+            "DELETE FROM suppressions WHERE account = ? AND number = ?",
+            (account, number)).rowcount)
+        return removed == 1
 
     async def purge(self, before: float) -> int:
         """Forget messages created before `before` whose reports are finished, in batches."""

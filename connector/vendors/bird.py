@@ -158,7 +158,11 @@ class Bird:
 
     def build_send(self, message: Outgoing, settings: Mapping[str, str]) -> httpx.Request:
         # The sender is the channel's configured number or name: Bird's send takes no `from`,
-        # so the platform's `sender` is not forwarded.
+        # so the platform's `sender` is not forwarded. Nor is CONNECTOR_VALIDITY: the Channels
+        # API send (CreateChannelMessage: sender, receiver, reference, template, body, meta,
+        # replyTo, notification, ...; additionalProperties false) documents no validity or
+        # expiry field, so Bird's own default applies (an expired message still arrives as
+        # delivery_failed with reason Expired, which parse_status reads as EXPIRED).
         body = {
             "receiver": {"contacts": [{"identifierKey": "phonenumber",
                                        "identifierValue": message.to_e164}]},

@@ -40,6 +40,9 @@ STATUS_BY_ID: Final[Mapping[tuple[str, int], Status]] = {
 GROUPS: Final = ("ACCEPTED", "PENDING", "UNDELIVERABLE", "DELIVERED", "EXPIRED", "REJECTED")
 _REFUSED: Final = frozenset({"REJECTED", "UNDELIVERABLE"})
 DUPLICATE_MESSAGE_ID: Final = 23
+# messages[].options.validityPeriod {amount, timeUnit}: Infobip caps anything over 48 h to 48 h,
+# so CONNECTOR_VALIDITY is clamped to that here and the request says what will happen.
+MAX_VALIDITY: Final = 48 * 3600
 
 # Status id of a refusal inside a 200 -> (class, platform code). Unlisted ids: "rejected".
 # Running out of credit is an account condition like Twilio 20005: every send fails until an
@@ -198,7 +201,7 @@ class Infobip:
 
     def build_send(self, message: Outgoing, settings: Mapping[str, str]) -> httpx.Request:
         sender = digits(message.sender) if message.sender.startswith("+") else message.sender
-        body = {"messages": [{
+        sms: dict[str, object] = {
             "sender": sender,
             # Our id as Infobip's messageId: reports echo it, and a resend with the same id is
             # refused as a duplicate instead of sending the text twice.
@@ -206,7 +209,11 @@ class Infobip:
             "content": {"text": message.text},
             "webhooks": {"delivery": {"url": message.callback_url, "intermediateReport": True},
                          "contentType": "application/json"},
-        }]}
+        }
+        if message.validity is not None:
+            sms["options"] = {"validityPeriod": {
+                "amount": min(message.validity, MAX_VALIDITY), "timeUnit": "SECONDS"}}
+        body = {"messages": [sms]}
         return httpx.Request(
             "POST", f"{self.base_url(settings)}/sms/3/messages", content=_encode.encode(body),
             headers={**self._headers(settings), "Content-Type": "application/json"},

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 from urllib.parse import quote
 
@@ -37,6 +37,10 @@ REGIONS: Final = ("us", "eu", "au", "br", "ca")
 DLR_TYPE: Final = "recipient_delivery_report_sms"
 SIGNATURE: Final = "x-sinch-webhook-signature"
 WINDOW: Final = 300.0  # seconds a signed callback's timestamp may be off: replay guard
+# expire_at may be at most 3 days after send_at (which we leave to Sinch: now). A longer
+# CONNECTOR_VALIDITY is clamped to that, less a minute so our clock running ahead of Sinch's
+# cannot push the time past its limit.
+MAX_VALIDITY: Final = 3 * 86400 - 60
 
 # https://developers.sinch.com/docs/sms/api-reference/sms/tag/Delivery-reports/ (statuses)
 STATUS_MAP: Final[Mapping[str, Status]] = {
@@ -111,6 +115,11 @@ def signature(secret: str, body: bytes, nonce: str, timestamp: str) -> str:
     return base64.b64encode(hmac.new(secret.encode(), signed, hashlib.sha256).digest()).decode()
 
 
+def _rfc3339(ts: float) -> str:
+    """Whole seconds in UTC, `Z` suffix: e.g. 2025-01-31T12:00:00Z."""
+    return datetime.fromtimestamp(int(ts), UTC).isoformat().replace("+00:00", "Z")
+
+
 def _when(stamp: str | None) -> float | None:
     try:
         return datetime.fromisoformat(stamp).timestamp() if stamp else None
@@ -160,6 +169,8 @@ class Sinch:
         body = {"from": message.sender, "to": [message.to_e164], "body": message.text,
                 "delivery_report": "per_recipient", "callback_url": message.callback_url,
                 "client_reference": message.message_id}
+        if message.validity is not None:
+            body["expire_at"] = _rfc3339(self.clock() + min(message.validity, MAX_VALIDITY))
         return httpx.Request("POST", self._batches(settings), json=body,
                              headers=self._headers(settings))
 

@@ -25,6 +25,9 @@ from connector.vendors.base import AUTH, THROTTLED, TRANSIENT, Callback, basic_a
 log = structlog.get_logger("connector.vendors.twilio")
 
 DEFAULT_BASE_URL: Final = "https://api.twilio.com"
+# ValidityPeriod: seconds in Twilio's outgoing queue, documented as 1-36000 (default 36000).
+# CONNECTOR_VALIDITY is clamped into that range rather than refused.
+VALIDITY_RANGE: Final = (1, 36000)
 
 # https://www.twilio.com/docs/messaging/api/message-resource#message-status-values
 STATUS_MAP: Final[Mapping[str, Status]] = {
@@ -146,6 +149,9 @@ class Twilio:
             form["MessagingServiceSid"] = service
         else:
             form["From"] = message.sender
+        if message.validity is not None:
+            low, high = VALIDITY_RANGE
+            form["ValidityPeriod"] = str(max(low, min(high, message.validity)))
         return httpx.Request(
             "POST",
             f"{self.base_url(settings)}/2010-04-01/Accounts/{sid}/Messages.json",

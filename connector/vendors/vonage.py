@@ -46,6 +46,9 @@ log = structlog.get_logger("connector.vendors.vonage")
 
 DEFAULT_BASE_URL: Final = "https://rest.nexmo.com"
 SIGNATURE_WINDOW: Final = 300.0  # seconds a signed receipt's timestamp may be off [inferred]
+# `ttl`: milliseconds, documented as 20000-604800000 (20 s to 7 days; default 72 h).
+# CONNECTOR_VALIDITY (seconds) is converted and clamped into that range rather than refused.
+TTL_RANGE: Final = (20_000, 604_800_000)
 # Dashboard setting -> HMAC digest; "md5hash" (the default) is md5(params + secret), no HMAC.
 SIGNATURE_METHODS: Final[Mapping[str, str | None]] = {
     "md5hash": None, "md5": "md5", "sha1": "sha1", "sha256": "sha256", "sha512": "sha512",
@@ -194,6 +197,9 @@ class Vonage:
             "callback": message.callback_url, "status-report-req": "1",
             "client-ref": message.message_id,
         }
+        if message.validity is not None:
+            low, high = TTL_RANGE
+            form["ttl"] = str(max(low, min(high, message.validity * 1000)))
         return httpx.Request("POST", f"{self.base_url(settings)}/sms/json", data=form,
                              headers=self._auth(settings))
 

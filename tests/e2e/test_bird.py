@@ -96,8 +96,9 @@ def test_round_trip_reports_delivery_with_exact_custom_data(
     pytest.param("delivery_failed", {"reason": "details: unknown subscriber; reason: "
                                      "unknown_subscriber; code: 1", "failure_code": 15005,
                                      "source_code": "1"}, "15005", id="delivery_failed-15005"),
+    # An expiry reports code `expired` (issue #6); Bird's 15010 moves to error_message.
     pytest.param("delivery_failed", {"reason": "DLR not received", "failure_code": 15010},
-                 "15010", id="expired"),
+                 "expired", id="expired"),
     pytest.param("sending_failed", {"reason": "system failure", "failure_code": 15001,
                                     "source_code": "34"}, "15001", id="sending_failed-15001"),
     pytest.param("rejected", {"failure_code": 11001}, "11001", id="rejected-11001"),

@@ -30,6 +30,8 @@ BALANCE_PATH = "/account/1/balance"
 DIGITS = re.compile(r"[1-9]\d{6,14}")  # international format without "+" or "00"
 MAX_PARTS, MAX_BYTES = 25, 4000
 CONTENT_TYPES = ("application/json", "application/xml")
+TIME_UNITS = {"SECONDS": 1, "MINUTES": 60, "HOURS": 3600}  # validityPeriod.timeUnit
+MAX_VALIDITY = 48 * 3600  # "longer than 48h is not supported ... automatically set to 48h"
 
 # name -> (groupId, groupName, id, description); infobip.com response-status-and-error-codes.
 STATUSES: dict[str, tuple[int, str, int, str]] = {
@@ -93,6 +95,33 @@ def infobip_time(when: float) -> str:
     """yyyy-MM-dd'T'HH:mm:ss.SSSZ, as Infobip writes sentAt/doneAt."""
     stamp = datetime.fromtimestamp(when, UTC)
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}+0000"
+
+
+def _validity_problems(at: str, options: Any) -> list[tuple[str, str]]:
+    """messages[].options.validityPeriod: {amount (required integer), timeUnit}."""
+    if not isinstance(options, dict):
+        return [(f"{at}.options", "must be an object")]
+    validity = options.get("validityPeriod")
+    if validity is None:
+        return []
+    where = f"{at}.options.validityPeriod"
+    if not isinstance(validity, dict) or set(validity) - {"amount", "timeUnit"}:
+        return [(where, "must be an object of amount and timeUnit")]
+    amount = validity.get("amount")
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount < 1:  # >= 1 [inferred]
+        return [(f"{where}.amount", "must be a positive integer")]
+    if validity.get("timeUnit", "MINUTES") not in TIME_UNITS:
+        return [(f"{where}.timeUnit", f"must be one of {', '.join(TIME_UNITS)}")]
+    return []
+
+
+def validity_seconds(msg: dict[str, Any]) -> int | None:
+    """The validity Infobip applies to a (valid) message: capped at 48 h, None = default."""
+    validity = msg.get("options", {}).get("validityPeriod")
+    if validity is None:
+        return None
+    seconds = validity["amount"] * TIME_UNITS[validity.get("timeUnit", "MINUTES")]
+    return int(min(seconds, MAX_VALIDITY))
 
 
 @dataclass
@@ -309,6 +338,7 @@ class FakeInfobip(ServedApp):
                     problems.append((f"{at}.destinations[{j}].to", "must not be null"))
                 elif len(dest["to"]) > 64 or len(str(dest.get("messageId", ""))) > 200:
                     problems.append((f"{at}.destinations[{j}]", "to <= 64, messageId <= 200"))
+            problems.extend(_validity_problems(at, msg.get("options", {})))
             hooks = msg.get("webhooks", {})
             delivery = hooks.get("delivery", {}) if isinstance(hooks, dict) else None
             if not isinstance(delivery, dict) or not isinstance(delivery.get("url", ""), str):
@@ -346,6 +376,7 @@ class FakeInfobip(ServedApp):
                         "content_type": hooks.get("contentType", "application/json"),
                         "callback_data": hooks.get("callbackData"),
                         "sent_at": time.time(), "done_at": None, "body": copy.deepcopy(msg),
+                        "validity": validity_seconds(msg),
                     })
         return {"bulkId": bulk_id, "messages": answers}
 

@@ -65,6 +65,27 @@ def error(status: int, code: str | None, text: str) -> Response:
     return JSONResponse(body, status_code=status)
 
 
+def _moment(stamp: Any) -> datetime:
+    """An ISO-8601 time as Sinch reads it (no offset = UTC); ValueError when it is not one."""
+    if not isinstance(stamp, str):
+        raise ValueError(stamp)
+    moment = datetime.fromisoformat(stamp)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _invalid_times(sent: dict[str, Any]) -> Response | None:
+    """send_at/expire_at: ISO-8601; expire_at after send_at and at most 3 days after it."""
+    try:
+        send_at = _moment(sent["send_at"]) if "send_at" in sent else datetime.now(UTC)
+        expire_at = _moment(sent["expire_at"]) if "expire_at" in sent else None
+    except ValueError:
+        return error(400, "syntax_invalid_parameter_format", "send_at/expire_at is not ISO-8601")
+    if expire_at is not None and not send_at < expire_at <= send_at + timedelta(days=3):
+        return error(400, "syntax_constraint_violation",
+                     "expire_at must be after send_at and at most 3 days after it")
+    return None
+
+
 @dataclass
 class Canned:
     """A queued reply to the next valid send; body None + 2xx: really create, then reply."""
@@ -230,6 +251,9 @@ class FakeSinch(ServedApp):
             return error(400, "syntax_constraint_violation", "body must be 1-1600 characters")
         if len(str(sent.get("client_reference", ""))) > 128:
             return error(400, "syntax_constraint_violation", "client_reference is too long")
+        problem = _invalid_times(sent)
+        if problem is not None:
+            return problem
         callback, kind = sent.get("callback_url"), sent.get("delivery_report", "none")
         if kind not in REPORT_KINDS:
             return error(400, "syntax_invalid_parameter_format", f"delivery_report {kind}")
@@ -250,7 +274,9 @@ class FakeSinch(ServedApp):
             "body": sent["body"], "type": "mt_text", "created_at": iso(now),
             "modified_at": iso(now), "canceled": False,
             "delivery_report": sent.get("delivery_report", "none"), "send_at": iso(now),
-            "expire_at": iso(now + timedelta(days=3)), "flash_message": False,
+            "expire_at": (iso(_moment(sent["expire_at"])) if "expire_at" in sent
+                          else iso(now + timedelta(days=3))),
+            "flash_message": False,
             "feedback_enabled": False,
         }
         for name in ("callback_url", "client_reference"):

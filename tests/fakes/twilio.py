@@ -400,6 +400,12 @@ class FakeTwilio(ServedApp):
             return twilio_error(
                 400, 21617, "The concatenated message body exceeds the 1600 character limit."
             )
+        # The schema makes it an integer; the range is in its description (1-36000) and
+        # twilio.com/docs/api/errors/90007 names the error.
+        validity = p.get("ValidityPeriod")
+        if validity is not None and not 1 <= int(validity) <= 36000:
+            return twilio_error(400, 90007, "Validity period can only be set to integers "
+                                            "between 1 and 36,000 seconds (10 hours max).")
         callback = p.get("StatusCallback")
         if callback is not None:
             parts = urlsplit(callback)

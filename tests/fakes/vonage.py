@@ -30,6 +30,7 @@ FORM = "application/x-www-form-urlencoded"
 DIGITS = re.compile(r"\d{7,15}")  # spec: `to` pattern
 TYPES = frozenset({"text", "binary", "wappush", "unicode", "vcal", "vcard"})
 MAX_CLIENT_REF = 40  # spec NewMessage.client-ref
+TTL_RANGE = (20000, 604800000)  # spec NewMessage.ttl: integer milliseconds, min and max
 DlrMethod = Literal["POST", "GET", "JSON"]  # the account's "HTTP method" for receipts
 
 
@@ -243,6 +244,9 @@ class FakeVonage(ServedApp):
             return refusal(3, "Invalid type or client-ref param")
         if p.get("status-report-req", "1") not in ("0", "1", "true", "false"):
             return refusal(3, "Invalid status-report-req param")
+        ttl = p.get("ttl")
+        if ttl is not None and not (ttl.isdigit() and TTL_RANGE[0] <= int(ttl) <= TTL_RANGE[1]):
+            return refusal(3, "Invalid ttl param: 20000-604800000 milliseconds")
         callback = urlsplit(p.get("callback", "https://x"))
         if callback.scheme not in ("http", "https") or not callback.hostname:
             return refusal(23, "Invalid callback url")

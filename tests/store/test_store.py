@@ -257,3 +257,51 @@ async def test_part_status_only_moves_forward(store: Store) -> None:
     await store.apply_status(message_id, part("p1", Status.DELIVERED), NOW, report_none)
     assert await store.apply_status(message_id, part("p1", Status.SENT), NOW, report_none) \
         is Applied.REGRESSED
+
+
+# --- suppressions (opted-out recipients, per integration account) -------------------------
+
+ACCOUNT = "twilio:AC" + "0" * 32
+OTHER = "infobip:https://x.api.infobip.com"
+
+
+async def test_suppress_is_per_account_and_number(store: Store) -> None:
+    assert not await store.is_suppressed(ACCOUNT, "+447911123456")
+    await store.suppress(ACCOUNT, "+447911123456", "opted out", "21610", NOW)
+    assert await store.is_suppressed(ACCOUNT, "+447911123456")
+    assert not await store.is_suppressed(ACCOUNT, "+447911000000")
+    assert not await store.is_suppressed(OTHER, "+447911123456")
+
+
+async def test_suppress_again_updates_and_keeps_one_entry(store: Store) -> None:
+    await store.suppress(ACCOUNT, "+447911123456", "first", "21610", NOW)
+    await store.suppress(ACCOUNT, "+447911123456", "second", None, NOW + 5)
+    (entry,) = await store.suppressions(None, 10, 0)
+    assert (entry.account, entry.number, entry.reason, entry.vendor_code) == (
+        ACCOUNT, "+447911123456", "second", None)
+    assert entry.created_at == NOW  # when the recipient first opted out
+
+
+async def test_suppressions_list_newest_first_filtered_and_paged(store: Store) -> None:
+    await store.suppress(ACCOUNT, "+441", "r", "21610", NOW)
+    await store.suppress(OTHER, "+442", "r", "10", NOW + 1)
+    await store.suppress(ACCOUNT, "+443", "r", "21610", NOW + 2)
+    assert [s.number for s in await store.suppressions(None, 10, 0)] == ["+443", "+442", "+441"]
+    assert [s.number for s in await store.suppressions(ACCOUNT, 10, 0)] == ["+443", "+441"]
+    assert [s.number for s in await store.suppressions(None, 1, 1)] == ["+442"]
+    assert await store.suppressions(None, 10, 3) == []
+    assert await store.suppressions("vonage:nobody", 10, 0) == []
+
+
+async def test_unsuppress_removes_once(store: Store) -> None:
+    await store.suppress(ACCOUNT, "+447911123456", "r", "21610", NOW)
+    assert await store.unsuppress(ACCOUNT, "+447911123456")
+    assert not await store.is_suppressed(ACCOUNT, "+447911123456")
+    assert not await store.unsuppress(ACCOUNT, "+447911123456")
+    assert await store.suppressions(None, 10, 0) == []
+
+
+async def test_purge_keeps_suppressions(store: Store) -> None:
+    await store.suppress(ACCOUNT, "+447911123456", "r", "21610", NOW)
+    await store.purge(NOW + 10 * 86400)
+    assert await store.is_suppressed(ACCOUNT, "+447911123456")
