@@ -121,6 +121,10 @@ class Dispatcher:
                 except ConnectorError as exc:
                     log.warning("dispatcher_store_error", error=exc.message)
                     worked = False
+                except Exception:
+                    # A dispatcher that dies strands every report: log, pause, carry on.
+                    log.exception("dispatcher_error")
+                    worked = False
                 if not worked:
                     await self._idle()
         finally:
@@ -131,7 +135,10 @@ class Dispatcher:
             log.info("dispatcher_stopped", worker=self.worker)
 
     async def _idle(self) -> None:
-        due = await self.store.next_report_due()
+        try:
+            due = await self.store.next_report_due()
+        except ConnectorError:
+            due = None  # the store is away: look again after the usual pause
         wait = _IDLE_POLL if due is None else min(_IDLE_POLL, max(0.0, due - time.time()))
         self._wake.clear()
         try:

@@ -8,16 +8,18 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
+from connector.errors import StoreUnavailable
 from connector.http import HttpClient
 from connector.model import Status, StatusUpdate
 from connector.netcheck import AddressGuard
 from connector.outbox import Dispatcher, report_builder
 from connector.settings import Settings
-from connector.store.base import MessageRow, NewMessage
+from connector.store.base import LeasedReport, MessageRow, NewMessage
 from connector.store.sqlite import SqliteStore
 from tests.e2e.conftest import REPORT_SECRET
 from tests.fakes.receiver import ReportReceiver
@@ -190,3 +192,38 @@ def test_expired_reports_failed_with_code_expired(
     event = json.loads(entry.payload)
     assert (event["status"], event["error_code"], event["error_message"]) == (
         "failed", "expired", message)
+
+
+async def test_dispatcher_survives_a_store_outage(parts: tuple[SqliteStore, Dispatcher],
+                                                  receiver: ReportReceiver) -> None:
+    store, dispatcher = parts
+    await delivered(store, dispatcher, receiver.url(), "before")
+    real = store.next_report_due
+    failures = 0
+
+    async def broken() -> float | None:
+        nonlocal failures
+        failures += 1
+        if failures <= 3:
+            raise StoreUnavailable("database restarting")
+        return await real()
+
+    store.next_report_due = broken  # type: ignore[method-assign]
+    real_lease = store.lease_reports
+    calls = 0
+
+    async def flaky_lease(*args: Any) -> list[LeasedReport]:
+        nonlocal calls
+        calls += 1
+        if calls <= 2:
+            raise StoreUnavailable("database restarting")
+        return await real_lease(*args)
+
+    store.lease_reports = flaky_lease  # type: ignore[method-assign]
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        await asyncio.to_thread(receiver.wait_for, 1, 10.0)
+    finally:
+        dispatcher.stop()
+        await task
+    assert calls > 2 and receiver.events[0]["custom_data"] == "before"
