@@ -75,6 +75,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await services.start()
         task = asyncio.create_task(services.dispatcher.run()) if settings.dispatcher else None
+        app.state.dispatcher_task = task
         try:
             yield
         finally:
@@ -102,5 +103,6 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     handlers: dict[Any, Any] = {ConnectorError: _connector_error, Exception: _unexpected}
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.services = services
+    app.state.dispatcher_task = None
     app.add_middleware(RequestLog)
     return app

@@ -126,7 +126,11 @@ class Dispatcher:
                     log.exception("dispatcher_error")
                     worked = False
                 if not worked:
-                    await self._idle()
+                    try:
+                        await self._idle()
+                    except Exception:
+                        log.exception("dispatcher_error")
+                        await asyncio.sleep(_IDLE_POLL)
         finally:
             try:
                 await self.store.release_reports(self.worker)
@@ -202,9 +206,13 @@ class Dispatcher:
             next_at = None
             item_outcome = outcome
             if outcome == "retry":
-                next_at = started + self._backoff(item.attempts, retry_after)
-                if next_at > item.created_at + self.settings.report_horizon:
-                    item_outcome, next_at = "dead", None
+                # Retry right up to the horizon (the last wait is cut short to land on it);
+                # only an attempt at or past the horizon gives up.
+                horizon = item.created_at + self.settings.report_horizon
+                if started >= horizon:
+                    item_outcome = "dead"
+                else:
+                    next_at = min(started + self._backoff(item.attempts, retry_after), horizon)
             results.append((item.id, ReportAttempt(at=started, outcome=item_outcome,
                                                    status_code=status, error=error), next_at))
         for _, attempt, _ in results:

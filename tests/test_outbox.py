@@ -227,3 +227,16 @@ async def test_dispatcher_survives_a_store_outage(parts: tuple[SqliteStore, Disp
         dispatcher.stop()
         await task
     assert calls > 2 and receiver.events[0]["custom_data"] == "before"
+
+
+async def test_retries_run_right_up_to_the_horizon(parts: tuple[SqliteStore, Dispatcher],
+                                                   receiver: ReportReceiver) -> None:
+    store, dispatcher = parts
+    # a long backoff would overshoot the horizon: the last retry lands on it instead
+    dispatcher.settings = dispatcher.settings.replace(report_horizon=1.0, report_backoff=30.0)
+    receiver.script([503])
+    message_id = await delivered(store, dispatcher, receiver.url(), "x")
+    await drain(dispatcher)
+    (view,) = await store.reports_for(message_id)
+    assert [a.outcome for a in view.attempts] == ["retry", "delivered"]
+    assert view.state == "delivered"

@@ -25,6 +25,11 @@ async def readyz(request: Request) -> Response:
         await services.store.ping()
     except StoreUnavailable as exc:
         return JSONResponse({"status": "unavailable", "detail": exc.message}, status_code=503)
+    task = request.app.state.dispatcher_task
+    if task is not None and task.done():
+        # Reports would pile up unseen: let the orchestrator restart this process.
+        return JSONResponse({"status": "unavailable", "detail": "the report dispatcher stopped"},
+                            status_code=503)
     return JSONResponse({"status": "ready"})
 
 
