@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -157,6 +158,16 @@ def start_connector(tmp_path: Path) -> Iterator[Any]:
 def connector(start_connector: Any) -> Connector:
     started: Connector = start_connector()
     return started
+
+
+def row(connector: Connector, message_id: str) -> dict[str, Any]:
+    db = sqlite3.connect(connector.data_dir / "connector.db")
+    db.row_factory = sqlite3.Row
+    try:
+        found = db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+        return dict(found)
+    finally:
+        db.close()
 
 
 def headers(twilio: FakeTwilio, **extra: str) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -11,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Connector, checked, send_body
+from tests.e2e.conftest import Connector, checked, row, send_body
 from tests.fakes.bird import FakeBird
 from tests.fakes.receiver import ReportReceiver
 
@@ -55,14 +54,6 @@ def send(connector: Connector, bird: FakeBird, body: dict[str, Any],
                               headers=headers(bird, **changes), timeout=30))
 
 
-def status_of(connector: Connector, message_id: str) -> str:
-    db = sqlite3.connect(connector.data_dir / "connector.db")
-    try:
-        (status,) = db.execute("SELECT status FROM messages WHERE id = ?",
-                               (message_id,)).fetchone()
-        return str(status)
-    finally:
-        db.close()
 
 
 def test_round_trip_reports_delivery_with_exact_custom_data(
@@ -88,7 +79,7 @@ def test_round_trip_reports_delivery_with_exact_custom_data(
     assert (event["vendor"], event["vendor_message_id"]) == ("bird", sent["id"])
     assert (event["message_id"], event["request_id"]) == (accepted["message_id"], "req-1")
     assert event["from"] == NUMBER  # the channel's number: Bird sends from the channel
-    assert status_of(connector, accepted["message_id"]) == "delivered"
+    assert row(connector, accepted["message_id"])["status"] == "delivered"
     assert KEY not in connector.logs() and SIGNING not in connector.logs()
 
 
@@ -121,7 +112,7 @@ def test_forged_stale_or_unsigned_callbacks_are_403_and_change_nothing(
     assert forged.json()["error"]["code"] == "invalid_signature"
     stale = bird.send_status(vendor_id, "delivered", timestamp=int(time.time()) - 600)
     assert stale.status_code == 403
-    assert status_of(connector, message_id) == "accepted"
+    assert row(connector, message_id)["status"] == "accepted"
     assert receiver.posts == []
 
 
@@ -130,7 +121,7 @@ def test_without_a_signing_key_callbacks_cannot_be_trusted(
     message_id = send(connector, bird, send_body(receiver),
                       **{"Chan-Signing-Key": None}).json()["message_id"]
     assert bird.send_status(bird.messages[0]["id"], "delivered").status_code == 403
-    assert status_of(connector, message_id) == "accepted"
+    assert row(connector, message_id)["status"] == "accepted"
 
 
 def test_callback_before_the_send_answer_matches_by_reference(
@@ -149,7 +140,7 @@ def test_callback_before_the_send_answer_matches_by_reference(
     assert answer.status_code == 200, answer.text
     (event,) = receiver.wait_for(1)
     assert (event["status"], event["message_id"]) == ("delivered", answer.json()["message_id"])
-    assert status_of(connector, answer.json()["message_id"]) == "delivered"
+    assert row(connector, answer.json()["message_id"])["status"] == "delivered"
 
 
 @pytest.mark.parametrize(("canned", "status", "code"), [

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import Connector, checked, send_body
+from tests.e2e.conftest import Connector, checked, row, send_body
 from tests.fakes.infobip import FakeInfobip
 from tests.fakes.receiver import ReportReceiver
 
@@ -44,14 +43,6 @@ def send(connector: Connector, infobip: FakeInfobip, body: dict[str, Any],
                               headers=headers(infobip, key), timeout=30))
 
 
-def status_of(connector: Connector, message_id: str) -> str:
-    db = sqlite3.connect(connector.data_dir / "connector.db")
-    try:
-        (status,) = db.execute("SELECT status FROM messages WHERE id = ?",
-                               (message_id,)).fetchone()
-        return str(status)
-    finally:
-        db.close()
 
 
 def test_round_trip_reports_delivery_with_exact_custom_data(
@@ -76,7 +67,7 @@ def test_round_trip_reports_delivery_with_exact_custom_data(
         "delivered", "00447911123456", "MyBrand")
     assert (event["vendor"], event["vendor_message_id"]) == ("infobip", sent["message_id"])
     assert (event["message_id"], event["request_id"]) == (accepted["message_id"], "req-1")
-    assert status_of(connector, accepted["message_id"]) == "delivered"
+    assert row(connector, accepted["message_id"])["status"] == "delivered"
     assert KEY not in connector.logs()
 
 
@@ -97,7 +88,7 @@ def test_forged_or_missing_token_is_403_and_changes_nothing(
         answer = infobip.send_status(message_id, "DELIVERED_TO_HANDSET", url_override=forged)
         assert answer.status_code == 403
         assert answer.json()["error"]["code"] == "invalid_signature"
-    assert status_of(connector, message_id) == "accepted"
+    assert row(connector, message_id)["status"] == "accepted"
     assert receiver.posts == []
 
 

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import TOKEN, Connector, checked, headers, send_body
-from tests.e2e.test_spine import row, send
+from tests.e2e.conftest import TOKEN, Connector, checked, headers, row, send_body
+from tests.e2e.test_spine import send
 from tests.fakes.receiver import ReportReceiver
 from tests.fakes.twilio import FakeTwilio
 

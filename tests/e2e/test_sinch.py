@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Connector, checked, send_body
+from tests.e2e.conftest import Connector, checked, row, send_body
 from tests.fakes.receiver import ReportReceiver
 from tests.fakes.sinch import FakeSinch
 
@@ -47,14 +46,6 @@ def send(connector: Connector, fake: FakeSinch, body: dict[str, Any],
                               headers=headers(fake, **extra), timeout=30))
 
 
-def status_of(connector: Connector, message_id: str) -> str:
-    db = sqlite3.connect(connector.data_dir / "connector.db")
-    try:
-        (status,) = db.execute("SELECT status FROM messages WHERE id = ?",
-                               (message_id,)).fetchone()
-        return str(status)
-    finally:
-        db.close()
 
 
 def test_round_trip_reports_delivery_with_exact_custom_data(
@@ -81,7 +72,7 @@ def test_round_trip_reports_delivery_with_exact_custom_data(
     assert (event["vendor"], event["vendor_message_id"]) == ("sinch", batch["id"])
     assert (event["message_id"], event["request_id"]) == (accepted["message_id"], "req-1")
     assert event["error_code"] is None
-    assert status_of(connector, accepted["message_id"]) == "delivered"
+    assert row(connector, accepted["message_id"])["status"] == "delivered"
 
 
 def test_failed_report_carries_the_sinch_code(
@@ -107,7 +98,7 @@ def test_forged_or_replayed_reports_are_403_and_change_nothing(
     bad_token = sinch.send_status(batch["id"], "Delivered",
                                   url_override=callback.split("?m=")[0] + "?m=forged.token")
     assert bad_token.status_code == 403
-    assert status_of(connector, message_id) == "accepted"
+    assert row(connector, message_id)["status"] == "accepted"
     assert receiver.posts == []
 
 

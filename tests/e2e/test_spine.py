@@ -16,6 +16,7 @@ from tests.e2e.conftest import (
     Connector,
     checked,
     headers,
+    row,
     send_body,
 )
 from tests.fakes.receiver import ReportReceiver
@@ -30,14 +31,6 @@ def send(connector: Connector, twilio: FakeTwilio, body: dict[str, Any],
                               headers=headers(twilio, **extra), timeout=30))
 
 
-def row(connector: Connector, message_id: str) -> dict[str, Any]:
-    db = sqlite3.connect(connector.data_dir / "connector.db")
-    db.row_factory = sqlite3.Row
-    try:
-        found = db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
-        return dict(found)
-    finally:
-        db.close()
 
 
 def test_round_trip_reports_delivery_with_exact_custom_data(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.e2e import test_sinch, test_vonage
-from tests.e2e.conftest import send_body
+from tests.e2e.conftest import row, send_body
 from tests.e2e.test_sinch import sinch  # noqa: F401 (fixture)
 from tests.e2e.test_spine import send as send_twilio
 from tests.e2e.test_vonage import vonage  # noqa: F401 (fixture)
@@ -56,7 +56,7 @@ def test_sinch_expiry_reports_failed_expired(start_connector: Any, sinch: FakeSi
     (event,) = receiver.wait_for(1)
     assert (event["status"], event["error_code"], event["error_message"]) == (
         "failed", "expired", "406: Internal expiry")
-    assert test_sinch.status_of(connector, answer.json()["message_id"]) == "expired"
+    assert row(connector, answer.json()["message_id"])["status"] == "expired"
 
 
 def test_vonage_expiry_reports_failed_expired(start_connector: Any, vonage: FakeVonage,  # noqa: F811

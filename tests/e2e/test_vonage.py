@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Connector, checked, send_body
+from tests.e2e.conftest import Connector, checked, row, send_body
 from tests.fakes.receiver import ReportReceiver
 from tests.fakes.vonage import DlrMethod, FakeVonage
 
@@ -48,13 +47,6 @@ def send(connector: Connector, vonage: FakeVonage, body: dict[str, Any],
                               headers=headers(vonage, **extra), timeout=30))
 
 
-def status_of(connector: Connector, message_id: str) -> str:
-    db = sqlite3.connect(connector.data_dir / "connector.db")
-    try:
-        (status,) = db.execute("SELECT status FROM messages WHERE id = ?", (message_id,)).fetchone()
-        return str(status)
-    finally:
-        db.close()
 
 
 @pytest.mark.parametrize("method", ["POST", "GET", "JSON"])
@@ -85,7 +77,7 @@ def test_round_trip_reports_delivery_with_exact_custom_data(
     assert (event["status"], event["to"], event["from"]) == ("delivered", "00447911123456", "MyBrand")
     assert (event["vendor"], event["vendor_message_id"]) == ("vonage", sent["id"])
     assert (event["message_id"], event["request_id"]) == (accepted["message_id"], "req-1")
-    assert status_of(connector, accepted["message_id"]) == "delivered"
+    assert row(connector, accepted["message_id"])["status"] == "delivered"
 
 
 def test_two_part_message_gives_one_report_after_both_parts_are_delivered(
@@ -96,7 +88,7 @@ def test_two_part_message_gives_one_report_after_both_parts_are_delivered(
     assert (answer["segments"], answer["vendor_message_id"]) == (2, first)
 
     assert vonage.send_status(first, "delivered").status_code == 204
-    assert status_of(connector, answer["message_id"]) == "sent"  # one part is not the message
+    assert row(connector, answer["message_id"])["status"] == "sent"  # one part is not the message
     assert vonage.send_status(second, "delivered").status_code == 204
     (event,) = receiver.wait_for(1)
     assert (event["status"], event["vendor_message_id"]) == ("delivered", first)
@@ -114,7 +106,7 @@ def test_a_failed_part_fails_the_message_once(
     (event,) = receiver.wait_for(1)
     assert (event["status"], event["error_code"]) == ("failed", "2")
     assert event["error_message"] == "Absent Subscriber - Temporary"
-    assert status_of(connector, answer["message_id"]) == "undelivered"
+    assert row(connector, answer["message_id"])["status"] == "undelivered"
 
 
 def test_unicode_text_is_sent_as_type_unicode(
@@ -137,7 +129,7 @@ def test_forged_stale_or_untokened_receipts_are_403_and_change_nothing(
     callback = vonage.message(part)["params"]["callback"]
     bad_token = callback.split("?m=")[0] + "?m=forged.token"
     assert vonage.send_status(part, "delivered", url_override=bad_token).status_code == 403
-    assert status_of(connector, message_id) == "accepted"
+    assert row(connector, message_id)["status"] == "accepted"
     assert receiver.posts == []
 
 

@@ -13,7 +13,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
@@ -24,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .server import LocalHostOnly, ServedApp, sleep_unless_gone
+from .server import Canned, CannedAnswers, LocalHostOnly, ServedApp, sleep_unless_gone
 
 CHANNEL = "/workspaces/{ws}/channels/{ch}"
 E164 = re.compile(r"\+[1-9]\d{6,14}")
@@ -61,17 +60,7 @@ def iso_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@dataclass
-class Canned:
-    """A queued answer for the next valid send; body None + 2xx = really create, then reply."""
-
-    status: int
-    body: Any
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-
-
-class FakeBird(ServedApp):
+class FakeBird(CannedAnswers, ServedApp):
     """One workspace with one SMS channel, reachable with one access key."""
 
     def __init__(self, access_key: str, workspace_id: str, channel_id: str, *,
@@ -97,16 +86,6 @@ class FakeBird(ServedApp):
         self._asgi = LocalHostOnly(Starlette(routes=routes))
 
     # ---- test-side API ----
-
-    def queue(self, status: int, json_body: Any = None, headers: Mapping[str, str] | None = None,
-              delay: float = 0.0) -> None:
-        """Answer the next valid send with this (FIFO); see Canned."""
-        with self._lock:
-            self._canned.append(Canned(status, json_body, dict(headers or {}), delay))
-
-    def unused_canned(self) -> list[Canned]:
-        with self._lock:
-            return list(self._canned)
 
     @property
     def messages(self) -> list[dict[str, Any]]:

@@ -11,7 +11,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .server import LocalHostOnly, ServedApp, sleep_unless_gone
+from .server import Canned, CannedAnswers, LocalHostOnly, ServedApp, sleep_unless_gone
 from .twilio import num_segments
 
 SEND_PATH = "/sms/3/messages"
@@ -124,19 +123,7 @@ def validity_seconds(msg: dict[str, Any]) -> int | None:
     return int(min(seconds, MAX_VALIDITY))
 
 
-@dataclass
-class Canned:
-    """A queued answer for the next valid send: a body, a real send held back `delay` s
-    (body None with a 2xx), or a 200 that rejects every destination with status id `reject`."""
-
-    status: int
-    body: Any
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-    reject: int | None = None
-
-
-class FakeInfobip(ServedApp):
+class FakeInfobip(CannedAnswers, ServedApp):
     """Starlette fake of Infobip's SMS API as its v3 documentation describes it."""
 
     def __init__(self, api_keys: Iterable[str], *, send_only: Iterable[str] = (),
@@ -161,13 +148,8 @@ class FakeInfobip(ServedApp):
 
     def queue(self, status: int, json_body: Any = None, headers: Mapping[str, str] | None = None,
               delay: float = 0.0, reject: int | None = None) -> None:
-        """Queue the answer to the next valid send (FIFO); see Canned."""
-        with self._lock:
-            self._canned.append(Canned(status, json_body, dict(headers or {}), delay, reject))
-
-    def unused_canned(self) -> list[Canned]:
-        with self._lock:
-            return list(self._canned)
+        """Queue the answer to the next valid send (FIFO); see Canned (`reject` too)."""
+        self._enqueue(Canned(status, json_body, dict(headers or {}), delay, reject))
 
     @property
     def messages(self) -> list[dict[str, Any]]:

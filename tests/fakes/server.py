@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import uvicorn
 from starlette.requests import Request
@@ -173,3 +176,40 @@ async def sleep_unless_gone(request: Request, delay: float, closing: threading.E
         if closing.is_set() or await request.is_disconnected():
             return
         await asyncio.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
+
+
+@dataclass
+class Canned:
+    """A queued answer for a fake vendor's next valid send (FIFO).
+
+    body: JSON to return, bytes for a raw body, or None for the vendor's default; None with a
+    2xx status means really create the message, then reply `delay` seconds later. `reject`
+    (Infobip) makes a 200 that refuses every destination with that status id.
+    """
+
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    reject: int | None = None
+
+
+class CannedAnswers:
+    """The canned-answer queue every vendor fake shares; the fake owns `_lock`."""
+
+    _lock: threading.Lock
+    _canned: deque[Canned]
+
+    def queue(self, status: int, json_body: Any = None,
+              headers: Mapping[str, str] | None = None, delay: float = 0.0) -> None:
+        """Answer the next valid send with this (FIFO); see Canned."""
+        self._enqueue(Canned(status, json_body, dict(headers or {}), delay))
+
+    def _enqueue(self, canned: Canned) -> None:
+        with self._lock:
+            self._canned.append(canned)
+
+    def unused_canned(self) -> list[Canned]:
+        """Canned answers no send has consumed yet (tests assert none are left)."""
+        with self._lock:
+            return list(self._canned)

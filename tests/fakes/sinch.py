@@ -13,7 +13,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any
@@ -25,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .server import LocalHostOnly, ServedApp, sleep_unless_gone
+from .server import Canned, CannedAnswers, LocalHostOnly, ServedApp, sleep_unless_gone
 
 BATCHES = "/xms/v1/{plan}/batches"
 MSISDN = re.compile(r"(?:\+|00)?([1-9]\d{6,14})")
@@ -86,17 +85,7 @@ def _invalid_times(sent: dict[str, Any]) -> Response | None:
     return None
 
 
-@dataclass
-class Canned:
-    """A queued reply to the next valid send; body None + 2xx: really create, then reply."""
-
-    status: int
-    body: Any
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-
-
-class FakeSinch(ServedApp):
+class FakeSinch(CannedAnswers, ServedApp):
     """Starlette fake of the XMS batches API for service plans {plan id: API token}."""
 
     def __init__(self, plans: Mapping[str, str], *, secrets: Mapping[str, str] | None = None,
@@ -116,16 +105,6 @@ class FakeSinch(ServedApp):
         self._asgi = LocalHostOnly(Starlette(routes=routes))
 
     # ---- test-side API ----
-
-    def queue(self, status: int, json_body: Any = None, headers: Mapping[str, str] | None = None,
-              delay: float = 0.0) -> None:
-        """Queue a reply for the next valid send (FIFO): JSON, raw bytes, or None."""
-        with self._lock:
-            self._canned.append(Canned(status, json_body, dict(headers or {}), delay))
-
-    def unused_canned(self) -> list[Canned]:
-        with self._lock:
-            return list(self._canned)
 
     @property
     def batches(self) -> list[dict[str, Any]]:

@@ -14,7 +14,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from http import HTTPStatus
@@ -27,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .server import LocalHostOnly, ServedApp, sleep_unless_gone
+from .server import Canned, CannedAnswers, LocalHostOnly, ServedApp, sleep_unless_gone
 from .twilio_schema import FORM, validate_create_form
 
 API_VERSION = "2010-04-01"
@@ -102,17 +101,7 @@ def rfc2822_now() -> str:
     return format_datetime(datetime.now(UTC).replace(microsecond=0))
 
 
-@dataclass
-class Canned:
-    """A queued response for the next create call; body None + 2xx means 'really create, then reply'."""
-
-    status: int
-    body: Any
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-
-
-class FakeTwilio(ServedApp):
+class FakeTwilio(CannedAnswers, ServedApp):
     """Starlette fake of Twilio's 2010-04-01 Messages API, validating requests against the official spec."""
 
     def __init__(self, accounts: Mapping[str, str], *, service_from: str = "+15005550006") -> None:
@@ -134,26 +123,6 @@ class FakeTwilio(ServedApp):
         self._asgi = LocalHostOnly(Starlette(routes=routes))
 
     # ---- test-side API (main thread) ----
-
-    def queue(
-        self,
-        status: int,
-        json_body: Any = None,
-        headers: Mapping[str, str] | None = None,
-        delay: float = 0.0,
-    ) -> None:
-        """Queue a reply for the next valid create call (FIFO).
-
-        json_body: JSON to return, bytes for a raw body, or None for Twilio's default error body —
-        or, with a 2xx status, a real creation whose reply is held back `delay` seconds.
-        """
-        with self._lock:
-            self._canned.append(Canned(status, json_body, dict(headers or {}), delay))
-
-    def unused_canned(self) -> list[Canned]:
-        """Canned responses no create call has consumed yet."""
-        with self._lock:
-            return list(self._canned)
 
     @property
     def messages(self) -> list[dict[str, Any]]:

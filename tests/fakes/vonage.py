@@ -12,7 +12,6 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -23,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .server import LocalHostOnly, ServedApp, sleep_unless_gone
+from .server import Canned, CannedAnswers, LocalHostOnly, ServedApp, sleep_unless_gone
 from .twilio import GSM7_BASIC, GSM7_EXT, num_segments
 
 FORM = "application/x-www-form-urlencoded"
@@ -49,17 +48,7 @@ def refusal(code: int | str, text: str) -> dict[str, Any]:
     return {"message-count": "1", "messages": [{"status": str(code), "error-text": text}]}
 
 
-@dataclass
-class Canned:
-    """A queued answer to the next authenticated send; body None + 2xx: really send, then reply."""
-
-    status: int
-    body: Any
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-
-
-class FakeVonage(ServedApp):
+class FakeVonage(CannedAnswers, ServedApp):
     """Starlette fake of rest.nexmo.com: POST /sms/json and GET /account/get-balance."""
 
     def __init__(self, accounts: Mapping[str, str], *,
@@ -82,18 +71,8 @@ class FakeVonage(ServedApp):
 
     # ---- test-side API ----
 
-    def queue(self, status: int, json_body: Any = None, headers: Mapping[str, str] | None = None,
-              delay: float = 0.0) -> None:
-        """Queue the answer to the next authenticated send (FIFO); bytes = a raw body."""
-        with self._lock:
-            self._canned.append(Canned(status, json_body, dict(headers or {}), delay))
-
     def queue_refusal(self, code: int | str, text: str) -> None:
         self.queue(200, refusal(code, text))
-
-    def unused_canned(self) -> list[Canned]:
-        with self._lock:
-            return list(self._canned)
 
     @property
     def messages(self) -> list[dict[str, Any]]:
