@@ -1,0 +1,125 @@
+"""CPU instructions per message, end to end: a repeatable figure on a shared machine.
+
+    .venv/bin/python bench/instructions.py [--messages N] [--rate R] [--db sqlite|postgresql]
+
+Runs `connector serve` under valgrind's callgrind with instrumentation off, warms it up with
+callgrind off, then counts the instructions its process executes while it carries N messages
+end to end (send, vendor call, `sent` and `delivered` callbacks, delivery report) from the same
+stage as bench/run.py. Wall-clock figures move with whatever else the machine is doing;
+instruction counts do not (within a percent or two here), so this is the figure to compare
+commits by. It is slow (callgrind runs the server ~50x slower) and needs valgrind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import common
+import freshdb
+import procs
+from stage import PY, ROOT, Stage, tail
+
+
+def _control(pid: int, *args: str) -> None:
+    subprocess.run(["callgrind_control", *args, str(pid)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+
+
+def _server_pid(process: subprocess.Popen[Any]) -> int:
+    return process.pid  # valgrind runs the server in its own process (no fork with workers=1)
+
+
+def _instructions(tmp: Path) -> int:
+    """Instructions in every dump written while instrumentation was on."""
+    total = 0
+    for dump in tmp.glob("callgrind.out*"):
+        for line in dump.read_text(errors="replace").splitlines():
+            found = re.match(r"^totals:\s+(\d+)", line)
+            if found:
+                total += int(found.group(1))
+                break
+    return total
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("valgrind (with callgrind_control) is not installed")
+    tmp = Path(tempfile.mkdtemp(prefix="connector-instr-"))
+    stage = Stage(tmp, args.concurrency)
+    database = process = None
+    try:
+        stage.start_fakes()
+        port = procs.free_port()
+        env = {**os.environ, "CONNECTOR_PORT": str(port), "CONNECTOR_DATA_DIR": str(tmp),
+               "CONNECTOR_ALLOW_PRIVATE_NETWORKS": "true", "CONNECTOR_ALLOW_HTTP": "true",
+               "CONNECTOR_VENDOR_HOSTS": "127.0.0.1", "CONNECTOR_LOG_LEVEL": "warning",
+               "CONNECTOR_REPORT_SECRET": common.REPORT_SECRET,
+               "CONNECTOR_VENDOR_TIMEOUT": "60", "PYTHONHASHSEED": "0"}
+        if args.db == "postgresql":
+            database, why = freshdb.create(args.pg_url)
+            if database is None:
+                raise SystemExit(f"no PostgreSQL: {why}")
+            env["CONNECTOR_DATABASE_URL"] = database
+        out = tmp / "callgrind.out"
+        log = tmp / "serve.log"
+        process = stage.start_server(
+            ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+             PY, "-m", "connector.cli", "serve"], env, port, 1, "/readyz", log)
+        if process is None:
+            raise SystemExit(f"connector serve did not start under valgrind: {tail(log)}")
+        base = f"http://127.0.0.1:{port}"
+        groups = {"connector": [process.pid], **stage.fake_pids}
+        stage.e2e_phase("warm-up (not counted)", base, groups, rate=args.rate,
+                        seconds=args.warmup / args.rate + 5, count=args.warmup)
+        _control(process.pid, "--instr=on")
+        started = time.monotonic()
+        result = stage.e2e_phase("counted", base, groups, rate=args.rate,
+                                 seconds=args.messages / args.rate + 5, count=args.messages)
+        _control(process.pid, "--instr=off")
+        _control(process.pid, "--dump")
+        delivered = result["check"]["delivered"]
+        time.sleep(1.0)
+        total = _instructions(tmp)
+        return {"db": args.db, "messages": delivered, "instructions": total,
+                "per_message": round(total / max(1, delivered)),
+                "seconds": round(time.monotonic() - started, 1),
+                "custom_data_ok": result["custom_data_ok"]}
+    finally:
+        if process is not None:
+            procs.stop(process, timeout=60.0)
+        stage.close()
+        procs.stop_all()
+        if database is not None:
+            freshdb.drop(database)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--db", default="sqlite", choices=("sqlite", "postgresql"))
+    p.add_argument("--messages", type=int, default=400)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--rate", type=float, default=40.0, help="messages per second offered")
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432")
+    args = p.parse_args()
+    result = measure(args)
+    print(f"\n{result['db']}: {result['per_message']:,} instructions per message "
+          f"({result['messages']:,} messages, {result['instructions']:,} in all, "
+          f"{result['seconds']} s); every custom_data back: {result['custom_data_ok']}")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                            capture_output=True, check=False).stdout.strip()
+    print(f"commit {commit} (plus any uncommitted changes)")
+
+
+if __name__ == "__main__":
+    main()

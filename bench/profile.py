@@ -1,0 +1,116 @@
+"""Where the connector's CPU goes: one end-to-end phase with py-spy sampling `connector serve`.
+
+    .venv/bin/pip install py-spy   # once; not a project dependency
+    .venv/bin/python bench/profile.py [--db sqlite|postgresql] [--seconds S] [--top N]
+
+Starts the same stage as bench/run.py (vendor fake firing signed callbacks, report receiver,
+`connector serve --workers 1`), warms up, then samples the server while it carries the
+end-to-end load. Prints the functions with the most samples, inclusive and self, and keeps the
+collapsed stacks (flamegraph input) in bench/results/profile-<db>.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import common
+import freshdb
+import procs
+from stage import HERE, PY, ROOT, Stage, tail
+
+
+def _frames(line: str) -> tuple[list[str], int]:
+    stack, _, count = line.rpartition(" ")
+    return stack.split(";"), int(count)
+
+
+def summarise(collapsed: Path, top: int) -> str:
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        if not line.strip():
+            continue
+        frames, count = _frames(line)
+        total += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    out = [f"{total} samples", "", "inclusive %  function"]
+    out += [f"{n / total:10.1%}  {f}" for f, n in inclusive.most_common(top)]
+    out += ["", "self %       function"]
+    out += [f"{n / total:10.1%}  {f}" for f, n in own.most_common(top)]
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--db", default="sqlite", choices=("sqlite", "postgresql"))
+    p.add_argument("--seconds", type=int, default=8)
+    p.add_argument("--top", type=int, default=45)
+    p.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432")
+    args = p.parse_args()
+    spy = shutil.which("py-spy", path=str(Path(PY).parent)) or shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("py-spy is not installed: .venv/bin/pip install py-spy")
+    tmp = Path(tempfile.mkdtemp(prefix="connector-profile-"))
+    stage = Stage(tmp, 64)
+    database = None
+    process = None
+    try:
+        stage.start_fakes()
+        port = procs.free_port()
+        env = {**os.environ, "CONNECTOR_PORT": str(port), "CONNECTOR_DATA_DIR": str(tmp),
+               "CONNECTOR_ALLOW_PRIVATE_NETWORKS": "true", "CONNECTOR_ALLOW_HTTP": "true",
+               "CONNECTOR_VENDOR_HOSTS": "127.0.0.1", "CONNECTOR_LOG_LEVEL": "warning",
+               "CONNECTOR_REPORT_SECRET": common.REPORT_SECRET}
+        if args.db == "postgresql":
+            database, why = freshdb.create(args.pg_url)
+            if database is None:
+                raise SystemExit(f"no PostgreSQL: {why}")
+            env["CONNECTOR_DATABASE_URL"] = database
+        log = tmp / "serve.log"
+        process = stage.start_server([PY, "-m", "connector.cli", "serve"], env, port, 1,
+                                     "/readyz", log)
+        if process is None:
+            raise SystemExit(f"connector serve did not start: {tail(log)}")
+        base = f"http://127.0.0.1:{port}"
+        stage.callbacks(True)
+        stage.load("warm-up", base + "/sms/send", seconds=30, count=2000)
+        out = HERE / "results" / f"profile-{args.db}.txt"
+        out.parent.mkdir(exist_ok=True)
+        spy_proc = subprocess.Popen(
+            [spy, "record", "--format", "raw", "--rate", "250", "--nonblocking",
+             "--output", str(out), "--pid", str(process.pid)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            groups = {"connector": procs.tree(process.pid), **stage.fake_pids}
+            result = stage.e2e_phase("profiled end to end", base, groups, rate=None,
+                                     seconds=args.seconds, count=args.seconds * 50_000)
+        finally:
+            spy_proc.send_signal(2)
+            spy_proc.wait(30)
+        connector = result["cpu"]["connector"]
+        print(f"\n{result['rate_msg_s']} msg/s, connector {connector['us_per_msg']} µs/msg "
+              "(sampling slows it)\n")
+        print(summarise(out, args.top))
+        print(f"\ncollapsed stacks: {out.relative_to(ROOT)}")
+    finally:
+        if process is not None:
+            procs.stop(process, timeout=20.0)
+        stage.close()
+        procs.stop_all()
+        if database is not None:
+            freshdb.drop(database)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
