@@ -11,15 +11,14 @@ import sys
 import time
 
 import uvicorn
-from starlette.applications import Starlette
 
 from connector import demo, logs
-from connector.app import create_app
+from connector.app import Front, create_app
 from connector.services import Services
 from connector.settings import Settings, SettingsError
 
 
-def app_from_env() -> Starlette:
+def app_from_env() -> Front:
     """Uvicorn factory: each worker process reads the environment itself."""
     settings = Settings.from_env()
     logs.configure(settings.log_level, settings.log_format)
