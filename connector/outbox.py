@@ -16,7 +16,7 @@ import structlog
 
 from connector import metrics, msisdn
 from connector.errors import ConnectorError
-from connector.http import HttpClient
+from connector.http import HttpClient, cached_url
 from connector.model import REPORT_STATUS, ReportEvent, Status, StatusUpdate
 from connector.netcheck import AddressGuard
 from connector.settings import Settings
@@ -189,7 +189,8 @@ class Dispatcher:
         try:
             await self.guard.check(url, "callback_url", None)
             request = httpx.Request(
-                "POST", url, content=b"[" + b",".join(i.payload for i in items) + b"]",
+                "POST", cached_url(url),
+                content=b"[" + b",".join(i.payload for i in items) + b"]",
                 headers={"Content-Type": "application/json",
                          "Authorization": self.signer.header()},
             )

@@ -21,6 +21,7 @@ import httpx
 import msgspec
 import structlog
 
+from connector import http
 from connector.errors import InvalidSignature, VendorAuthFailed, VendorError, VendorUnavailable
 from connector.model import Accepted, Outgoing, Status, StatusUpdate
 from connector.vendors.base import AUTH, REJECTED, THROTTLED, Callback, classify
@@ -151,10 +152,16 @@ class Bird:
 
     def _request(self, method: str, settings: Mapping[str, str], path: str = "",
                  **content: Any) -> httpx.Request:
+        return httpx.Request(method, self._url(settings, path), **content,
+                             headers=self._auth(settings))
+
+    def _url(self, settings: Mapping[str, str], path: str) -> str:
         workspace, channel = (quote(settings[k], safe="") for k in ("workspace-id", "channel-id"))
-        url = f"{self.base_url(settings)}/workspaces/{workspace}/channels/{channel}{path}"
-        return httpx.Request(method, url, **content, headers={
-            "Accept": "application/json", "Authorization": "AccessKey " + settings["access-key"]})
+        return f"{self.base_url(settings)}/workspaces/{workspace}/channels/{channel}{path}"
+
+    @staticmethod
+    def _auth(settings: Mapping[str, str]) -> dict[str, str]:
+        return {"Accept": "application/json", "Authorization": "AccessKey " + settings["access-key"]}
 
     def build_send(self, message: Outgoing, settings: Mapping[str, str]) -> httpx.Request:
         # The sender is the channel's configured number or name: Bird's send takes no `from`,
@@ -169,7 +176,8 @@ class Bird:
             "body": {"type": "text", "text": {"text": message.text}},
             "reference": message.message_id,
         }
-        return self._request("POST", settings, "/messages", json=body)
+        return http.request("POST", self._url(settings, "/messages"), self._auth(settings),
+                            json=body)
 
     def parse_send(self, response: httpx.Response) -> Accepted:
         if response.status_code in (200, 201, 202):

@@ -15,6 +15,7 @@ import httpx
 import msgspec
 import structlog
 
+from connector import http
 from connector.errors import AmbiguousOutcome, VendorAuthFailed, VendorError
 from connector.model import Accepted, Outgoing, Status, StatusUpdate
 from connector.msisdn import digits
@@ -214,10 +215,8 @@ class Infobip:
             sms["options"] = {"validityPeriod": {
                 "amount": min(message.validity, MAX_VALIDITY), "timeUnit": "SECONDS"}}
         body = {"messages": [sms]}
-        return httpx.Request(
-            "POST", f"{self.base_url(settings)}/sms/3/messages", content=_encode.encode(body),
-            headers={**self._headers(settings), "Content-Type": "application/json"},
-        )
+        return http.request("POST", f"{self.base_url(settings)}/sms/3/messages",
+                            self._headers(settings), json=body)
 
     def parse_send(self, response: httpx.Response) -> Accepted:
         if response.status_code != 200:

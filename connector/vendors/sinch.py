@@ -21,6 +21,7 @@ import httpx
 import msgspec
 import structlog
 
+from connector import http
 from connector.errors import (
     AmbiguousOutcome,
     BadRequest,
@@ -171,8 +172,7 @@ class Sinch:
                 "client_reference": message.message_id}
         if message.validity is not None:
             body["expire_at"] = _rfc3339(self.clock() + min(message.validity, MAX_VALIDITY))
-        return httpx.Request("POST", self._batches(settings), json=body,
-                             headers=self._headers(settings))
+        return http.request("POST", self._batches(settings), self._headers(settings), json=body)
 
     def parse_send(self, response: httpx.Response) -> Accepted:
         if response.status_code not in (200, 201):

@@ -18,6 +18,7 @@ import httpx
 import msgspec
 import structlog
 
+from connector import http
 from connector.errors import InvalidSignature, VendorAuthFailed
 from connector.model import Accepted, Outgoing, Status, StatusUpdate
 from connector.vendors.base import AUTH, THROTTLED, TRANSIENT, Callback, basic_auth, classify
@@ -152,13 +153,10 @@ class Twilio:
         if message.validity is not None:
             low, high = VALIDITY_RANGE
             form["ValidityPeriod"] = str(max(low, min(high, message.validity)))
-        return httpx.Request(
-            "POST",
-            f"{self.base_url(settings)}/2010-04-01/Accounts/{sid}/Messages.json",
-            data=form,
-            headers={"Accept": "application/json",
-                     "Authorization": basic_auth(sid, settings["auth-token"])},
-        )
+        return http.request(
+            "POST", f"{self.base_url(settings)}/2010-04-01/Accounts/{sid}/Messages.json",
+            {"Accept": "application/json", "Authorization": basic_auth(sid, settings["auth-token"])},
+            form=form)
 
     def parse_send(self, response: httpx.Response) -> Accepted:
         if response.status_code in (200, 201):
@@ -201,6 +199,8 @@ class Twilio:
         given = callback.headers.get("x-twilio-signature", "")
         token = settings.get("auth-token", "")
         if given and token:
+            if hmac.compare_digest(signature(token, callback.url, callback.params), given):
+                return
             for url in _port_variants(callback.url):
                 if hmac.compare_digest(signature(token, url, callback.params), given):
                     return

@@ -20,7 +20,7 @@ import httpx
 import msgspec
 import structlog
 
-from connector import segments
+from connector import http, segments
 from connector.errors import (
     AmbiguousOutcome,
     BadRequest,
@@ -200,8 +200,8 @@ class Vonage:
         if message.validity is not None:
             low, high = TTL_RANGE
             form["ttl"] = str(max(low, min(high, message.validity * 1000)))
-        return httpx.Request("POST", f"{self.base_url(settings)}/sms/json", data=form,
-                             headers=self._auth(settings))
+        return http.request("POST", f"{self.base_url(settings)}/sms/json", self._auth(settings),
+                            form=form)
 
     def parse_send(self, response: httpx.Response) -> Accepted:
         if response.status_code != 200:
