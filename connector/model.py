@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import enum
+import os
+import time
 from typing import Final
 
 import msgspec
+
+
+def new_message_id() -> str:
+    """32 hex digits: milliseconds since the epoch, then 80 random bits.
+
+    Time-ordered ids land at the right-hand edge of the primary-key index, so inserts touch
+    the same few pages instead of a random one each (the index stays in cache as it grows).
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 class Status(enum.StrEnum):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import uuid
 from typing import Any, Final
 
 import msgspec
@@ -14,7 +13,7 @@ from starlette.responses import Response
 from connector import msisdn, segments
 from connector.api.send import read_body
 from connector.errors import BadRequest, ConnectorError, RefusedMessage
-from connector.model import Outgoing
+from connector.model import Outgoing, new_message_id
 from connector.outbox import rfc3339
 from connector.services import Services
 from connector.store.base import MessageRow, Suppression
@@ -124,9 +123,9 @@ async def test_send(request: Request) -> Response:
             await services.guard.check(config["base-url"], "vendor base URL",
                                        vendor.hosts + services.settings.vendor_hosts)
         outgoing = Outgoing(
-            message_id=uuid.uuid4().hex, sender=msisdn.parse_sender(form.phone_number_from),
+            message_id=new_message_id(), sender=msisdn.parse_sender(form.phone_number_from),
             to_e164=msisdn.parse_recipient(form.phone_number_to), text=form.message,
-            callback_url=services.sender.callback_url(vendor.name, uuid.uuid4().hex))
+            callback_url=services.sender.callback_url(vendor.name, new_message_id()))
         answer = await services.http.send(vendor.build_send(outgoing, config),
                                           services.settings.vendor_timeout, what=vendor.name)
         accepted = vendor.parse_send(answer)

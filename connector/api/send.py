@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 from typing import Any, Final
 
 import msgspec
@@ -15,6 +14,7 @@ from starlette.responses import Response
 
 from connector import msisdn, segments
 from connector.errors import BadRequest, PayloadTooLarge, RefusedMessage
+from connector.model import new_message_id
 from connector.services import Services
 from connector.store.base import NewMessage
 from connector.vendors import VENDORS
@@ -115,7 +115,7 @@ async def send(request: Request) -> Response:
         await services.guard.check(base_url, "Chan-Base-Url",
                                    vendor.hosts + settings.vendor_hosts)
     info = segments.analyse(body.message)
-    message_id = uuid.uuid4().hex
+    message_id = new_message_id()
     structlog.contextvars.bind_contextvars(message_id=message_id)
     message = NewMessage(
         id=message_id, request_id=request_id, vendor=vendor.name,
