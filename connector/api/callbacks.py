@@ -30,8 +30,11 @@ _FORM: Final = "application/x-www-form-urlencoded"
 
 def public_url(services: Services, request: Request) -> str:
     """The URL the vendor called, as it saw it: behind a proxy our own view differs."""
-    query = request.url.query
-    base = services.settings.public_url + request.url.path
+    scope = request.scope
+    query = scope["query_string"].decode("latin-1")
+    # The path as Starlette's request.url gives it (escaped the same way), without the cost.
+    path = scope["path"].replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
+    base = services.settings.public_url + path
     return f"{base}?{query}" if query else base
 
 
@@ -78,13 +81,14 @@ async def status(request: Request) -> Response:
 async def _status(request: Request, services: Services, vendor: Vendor) -> Response:
     _check_basic_auth(services, request)
     body = await read_body(request, MAX_CALLBACK_BYTES)
+    query = parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True)
     if request.method == "GET":
-        params = [(k, v) for k, v in request.query_params.multi_items() if k != "m"]
+        params = [(k, v) for k, v in query if k != "m"]
     elif request.headers.get("content-type", "").startswith(_FORM):
         params = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
     else:
         params = []
-    token = request.query_params.get("m")
+    token = next((v for k, v in query if k == "m"), None)
     token_id = services.tokens.unsign(token) if token else None
     if token_id is None and (token or vendor.token_callbacks):
         raise InvalidSignature("callback token is missing or invalid")
@@ -108,7 +112,8 @@ async def _status(request: Request, services: Services, vendor: Vendor) -> Respo
     now = time.time()
     for row, update in pending:
         structlog.contextvars.bind_contextvars(message_id=row.id)
-        applied = await services.store.apply_status(row.id, update, now, services.report)
+        applied = await services.store.apply_status(row.id, update, now, services.report,
+                                                    seen=row)
         metrics.CALLBACKS.labels(vendor.name, applied.value).inc()
         log.info("callback_applied", status=update.status.value, part=update.part_id,
                  result=applied.value)

@@ -157,7 +157,11 @@ class Store(Protocol):
                                 ) -> MessageRow | None: ...
 
     async def apply_status(self, message_id: str, update: StatusUpdate, now: float,
-                           report: ReportBuilder) -> Applied: ...
+                           report: ReportBuilder, seen: MessageRow | None = None) -> Applied:
+        """Apply one status change (only forward) and queue its report, atomically.
+
+        `seen` is the row as the caller read it moments ago; a store may use it to write
+        without locking first, when the row has not changed since (it must check)."""
 
     async def expire_ambiguous(self, older_than: float, now: float,
                                report: ReportBuilder) -> int: ...

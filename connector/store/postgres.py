@@ -79,6 +79,16 @@ _STAMP_AND_REPORT: Final = (
     "INSERT INTO outbox (event_id, message_id, url, payload, next_at, created_at) "
     "SELECT $12, id, $13, $14, $10, $10 FROM changed ON CONFLICT (event_id) DO NOTHING"
 )
+# The same, written only if the row is still the one the caller read (see apply_status).
+_STAMP_IF_UNCHANGED: Final = (
+    f"WITH changed AS ({_STAMP} AND updated_at = $12 RETURNING id) SELECT count(*) FROM changed"
+)
+_STAMP_AND_REPORT_IF_UNCHANGED: Final = (
+    f"WITH changed AS ({_STAMP} AND updated_at = $12 RETURNING id), "
+    "queued AS (INSERT INTO outbox (event_id, message_id, url, payload, next_at, created_at) "
+    "SELECT $13, id, $14, $15, $10, $10 FROM changed ON CONFLICT (event_id) DO NOTHING) "
+    "SELECT count(*) FROM changed"
+)
 _LEASE: Final = (
     "UPDATE outbox SET lease_until = $1, leased_by = $2 WHERE id IN ("
     "SELECT id FROM outbox WHERE state = 'pending' AND next_at <= $3 AND lease_until <= $3 "
@@ -286,7 +296,11 @@ class PostgresStore:
         return None if found is None else _row(found)
 
     async def apply_status(self, message_id: str, update: StatusUpdate, now: float,
-                           report: ReportBuilder) -> Applied:
+                           report: ReportBuilder, seen: MessageRow | None = None) -> Applied:
+        if seen is not None and seen.id == message_id:
+            applied = await self._apply_if_unchanged(seen, update, now, report)
+            if applied is not None:
+                return applied
         async with self._conn() as conn, conn.transaction():
             # The row lock orders concurrent callbacks for one message across replicas.
             found = await conn.fetchrow(
@@ -294,6 +308,30 @@ class PostgresStore:
             if found is None:
                 return Applied.UNKNOWN
             return await self._apply(conn, _row(found), update, now, report)
+
+    async def _apply_if_unchanged(self, seen: MessageRow, update: StatusUpdate, now: float,
+                                  report: ReportBuilder) -> Applied | None:
+        """The common case in one autocommitted statement instead of a locking transaction
+        (BEGIN, SELECT ... FOR UPDATE, UPDATE, COMMIT): write the change computed from the row
+        the caller read, on condition that the row is still that row (every write to a
+        message sets updated_at). None when the locking path must decide: the row changed,
+        the update does not move the status forward, or the message has several parts."""
+        if (update.part_id is not None and seen.parts > 1) or not update.status.advances(
+                seen.status):
+            return None
+        new = stamped(seen, update, now)
+        stamp: list[Any] = [
+            new.status.value, new.vendor_message_id, new.from_number, new.segments,
+            new.error_code, new.error_message, new.handed_off_at, new.delivered_at,
+            new.errored_at, now, seen.id, seen.updated_at]
+        entry = report(new, update, now)
+        async with self._conn() as conn:
+            if entry is None:
+                changed = await conn.fetchval(_STAMP_IF_UNCHANGED, *stamp)
+            else:
+                changed = await conn.fetchval(_STAMP_AND_REPORT_IF_UNCHANGED, *stamp,
+                                              entry.event_id, entry.url, entry.payload)
+        return Applied.APPLIED if changed else None
 
     async def _apply(self, conn: Conn, row: MessageRow, update: StatusUpdate, now: float,
                      report: ReportBuilder) -> Applied:

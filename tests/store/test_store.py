@@ -108,6 +108,57 @@ async def test_status_moves_forward_only_and_reports_once(store: Store) -> None:
                                                         b'{"status":"sent"}']
 
 
+async def test_a_fresh_seen_row_applies_and_queues_its_report(store: Store) -> None:
+    m = new()
+    await store.claim(m, NOW)
+    await store.record_outcome(m.id, OK, NOW)
+    seen = await store.message(m.id)
+    assert seen is not None
+    sent = StatusUpdate(status=Status.SENT)
+    assert await store.apply_status(m.id, sent, NOW + 1, report_all, seen=seen) is (
+        Applied.APPLIED)
+    row = await store.message(m.id)
+    assert row is not None and row.status is Status.SENT and row.handed_off_at == NOW + 1
+    leased = await store.lease_reports("w", NOW + 10, 100, 30)
+    assert [item.payload for item in leased] == [b'{"status":"sent"}']
+
+
+async def test_a_stale_seen_row_never_overwrites_a_newer_status(store: Store) -> None:
+    # Read, then another replica delivers the message: a late `sent` computed from the old
+    # row must not write over the delivered one (the row changed since it was read).
+    m = new()
+    await store.claim(m, NOW)
+    await store.record_outcome(m.id, OK, NOW)
+    stale = await store.message(m.id)
+    assert stale is not None and stale.status is Status.ACCEPTED
+    delivered = StatusUpdate(status=Status.DELIVERED)
+    assert await store.apply_status(m.id, delivered, NOW + 1, report_all) is Applied.APPLIED
+    sent = StatusUpdate(status=Status.SENT)
+    assert await store.apply_status(m.id, sent, NOW + 2, report_all, seen=stale) is (
+        Applied.REGRESSED)
+    row = await store.message(m.id)
+    assert row is not None and row.status is Status.DELIVERED and row.delivered_at == NOW + 1
+    leased = await store.lease_reports("w", NOW + 10, 100, 30)
+    assert [item.payload for item in leased] == [b'{"status":"delivered"}']
+
+
+async def test_a_stale_seen_row_still_moves_forward_from_the_current_state(store: Store) -> None:
+    m = new()
+    await store.claim(m, NOW)
+    await store.record_outcome(m.id, OK, NOW)
+    stale = await store.message(m.id)
+    assert stale is not None
+    sent = StatusUpdate(status=Status.SENT, from_number="+15005550006")
+    assert await store.apply_status(m.id, sent, NOW + 1, report_all) is Applied.APPLIED
+    delivered = StatusUpdate(status=Status.DELIVERED)
+    assert await store.apply_status(m.id, delivered, NOW + 2, report_all, seen=stale) is (
+        Applied.APPLIED)
+    row = await store.message(m.id)
+    # What the `sent` brought survives: the change was computed from the current row.
+    assert row is not None and row.status is Status.DELIVERED
+    assert row.handed_off_at == NOW + 1 and row.from_number == "+15005550006"
+
+
 async def test_callback_before_send_outcome_is_not_undone(store: Store) -> None:
     m = new()
     await store.claim(m, NOW)
