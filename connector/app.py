@@ -8,8 +8,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
+import msgspec
 import structlog
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -30,6 +32,20 @@ async def _connector_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ConnectorError)
     structlog.contextvars.bind_contextvars(error=exc.code)
     return Response(exc.body(), status_code=exc.status, headers=exc.headers(),
+                    media_type="application/json")
+
+
+_ROUTING_CODES: Final = {404: "not_found"}  # as the operator API's OperatorError documents
+
+
+async def _no_route(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 answers are plain text; every answer here is the error body.
+    (A path a route cannot match, e.g. a suppressed account with a newline, lands here.)"""
+    assert isinstance(exc, HTTPException)
+    code = _ROUTING_CODES.get(exc.status_code, "invalid_request")
+    body = msgspec.json.encode({"error": {"code": code, "message": exc.detail,
+                                          "retryable": False, "vendor_code": None}})
+    return Response(body, status_code=exc.status_code, headers=exc.headers,
                     media_type="application/json")
 
 
@@ -138,7 +154,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Front:
         Route("/openapi.yaml", health.openapi, methods=["GET"]),
         Route("/metrics", health.metrics, methods=["GET"]),
     ]
-    handlers: dict[Any, Any] = {ConnectorError: _connector_error, Exception: _unexpected}
+    handlers: dict[Any, Any] = {ConnectorError: _connector_error, HTTPException: _no_route,
+                                Exception: _unexpected}
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.services = services
     app.state.dispatcher_task = None

@@ -239,6 +239,9 @@ async def test_the_running_app_answers_as_documented(client: httpx.AsyncClient) 
     assert await _check(client, "POST", "/callbacks/twilio/status", {}, b"") == 403
     assert await _check(client, "GET", "/callbacks/twilio/status?m=forged") == 403
     assert await _check(client, "POST", "/callbacks/nobody/status?m=x", {}, b"") == 404
+    # No route matches a newline in a path parameter: still the documented JSON 404.
+    assert await _check(client, "DELETE", "/api/v1/suppressions/twilio%0AAC1/447911123456"
+                        ) == 404
 
 
 async def test_readyz_without_a_store_is_a_documented_503(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ https://www.twilio.com/docs/api/errors (table in shared/reference/vendors.md sec
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 from collections.abc import Mapping
 from typing import Final
@@ -108,7 +107,7 @@ def signature(token: str, url: str, params: list[tuple[str, str]]) -> str:
     payload = url + "".join(
         name + value for name in sorted(by_name) for value in sorted(by_name[name])
     )
-    digest = hmac.new(token.encode(), payload.encode(), hashlib.sha1).digest()
+    digest = hmac.digest(token.encode(), payload.encode(), "sha1")
     return base64.b64encode(digest).decode()
 
 
