@@ -152,7 +152,8 @@ class Sender:
         return SendOutcome(
             response=StoredResponse(status=200, body=body), status=accepted.status,
             vendor_message_id=accepted.vendor_message_id,
-            segments=accepted.segments or message.segments, from_number=accepted.from_number,
+            segments=accepted.segments or message.segments,
+            from_number=accepted.from_number or message.from_number,
             parts=max(1, len(accepted.part_ids)),
         )
 

@@ -9,6 +9,7 @@ from connector.metrics import OutboxSnapshot
 from connector.netcheck import AddressGuard
 from connector.outbox import Dispatcher, report_builder
 from connector.rules import Rules
+from connector.senders import Pools
 from connector.sending import Sender
 from connector.settings import Settings
 from connector.store import open_store
@@ -29,6 +30,7 @@ class Services:
     dispatcher: Dispatcher
     outbox_gauges: OutboxSnapshot
     rules: Rules
+    pools: Pools
 
     @classmethod
     def build(cls, settings: Settings, store: Store | None = None) -> Services:
@@ -46,6 +48,7 @@ class Services:
             dispatcher=Dispatcher(store, http, settings, guard),
             outbox_gauges=OutboxSnapshot(),
             rules=Rules(settings),
+            pools=Pools(settings.sender_pools),
         )
 
     async def start(self) -> None:

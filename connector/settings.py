@@ -13,6 +13,7 @@ from typing import Any, Final, Literal, TypeVar
 
 import structlog
 
+from connector.senders import parse_pools
 from connector.vendors import VENDORS
 
 REPORTABLE: Final = frozenset({"sent", "delivered", "failed"})
@@ -77,6 +78,10 @@ REFERENCE: Final[tuple[Setting, ...]] = (
             "refuse recipients that are certainly fixed-line (422 landline)"),
     Setting("CONNECTOR_ALPHA_SENDER_BLOCKED_REGIONS", "US,CA", "regions where alphanumeric "
             "senders are refused (422 sender_not_allowed); `none` for no such rule"),
+    Setting("CONNECTOR_SENDER_POOLS", "", "named pools of sender numbers, e.g. "
+            "`marketing=+12125550100,+13105550100;alerts=+14155550100`; a `sender` equal to a "
+            "pool name is sent from the pool's number for that recipient (sticky, same area "
+            "code or country first). Names are 1-11 letters, digits or spaces with a letter"),
     Setting("CONNECTOR_RATE_LIMITS", "", "sends per second per vendor account, e.g. "
             "`twilio=30,twilio:AC123=5,sinch=50` (the account is its id setting: Account SID, "
             "workspace, service plan, base URL or API key); empty = unlimited; per process"),
@@ -140,6 +145,7 @@ class Settings:
     suppress_opt_outs: bool = True
     refuse_landlines: bool = False
     alpha_sender_blocked_regions: tuple[str, ...] = ("US", "CA")
+    sender_pools: dict[str, tuple[str, ...]] = field(default_factory=dict)
     max_body_bytes: int = 65536
     dedupe_retention: float = 7 * 86400.0
     inflight_wait: float = 10.0
@@ -235,6 +241,7 @@ class Settings:
             refuse_landlines=r.parse("CONNECTOR_REFUSE_LANDLINES", _bool),
             alpha_sender_blocked_regions=r.parse("CONNECTOR_ALPHA_SENDER_BLOCKED_REGIONS",
                                                  _regions),
+            sender_pools=r.parse("CONNECTOR_SENDER_POOLS", parse_pools),
             max_body_bytes=r.parse("CONNECTOR_MAX_BODY_BYTES", _positive_int),
             dedupe_retention=r.parse("CONNECTOR_DEDUPE_RETENTION", _positive_float),
             inflight_wait=r.parse("CONNECTOR_INFLIGHT_WAIT", _positive_float),

@@ -107,6 +107,8 @@ async def send(request: Request) -> Response:
     structlog.contextvars.bind_contextvars(vendor=vendor.name)
     to_e164, number = msisdn.recipient(body.recipient)
     sender = msisdn.parse_sender(body.sender)
+    pooled = services.pools.pick(sender, number, vendor.name, config)  # a pool's number, or None
+    sender = pooled or sender
     services.rules.check(number, sender)
     callback_url = body.callback_url or body.webhook_url or ""
     await services.guard.check(callback_url, "callback_url", settings.callback_hosts or None)
@@ -122,7 +124,7 @@ async def send(request: Request) -> Response:
         sealed_settings=services.box.seal(config), sender=sender, to_number=to_e164,
         custom_data=body.custom_data, callback_url=callback_url,
         metadata=None if body.metadata is None else _encode.encode(body.metadata),
-        segments=info.segments, encoding=info.encoding,
+        segments=info.segments, encoding=info.encoding, from_number=pooled,
         claimed_until=time.time() + services.sender.claim_seconds,
     )
     answer = await services.sender.send(vendor, config, message, body.message)

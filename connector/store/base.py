@@ -25,6 +25,9 @@ class NewMessage(msgspec.Struct, frozen=True, kw_only=True):
     segments: int
     encoding: str
     claimed_until: float
+    # The number the message goes out from when the connector chose it (a sender pool's pick):
+    # stored as from_number when the vendor's acceptance names none.
+    from_number: str | None = None
 
 
 class StoredResponse(msgspec.Struct, frozen=True, kw_only=True):
