@@ -101,6 +101,9 @@ class StatusUpdate(msgspec.Struct, frozen=True, kw_only=True):
     error_message: str | None = None
     from_number: str | None = None
     segments: int | None = None
+    # The vendor says the recipient opted out of this sender (Twilio 21610 in a callback...):
+    # error_code keeps the vendor's own code, this says what it means in every vendor's terms.
+    opted_out: bool = False
 
 
 class ReportEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=False):

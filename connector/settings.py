@@ -87,9 +87,9 @@ REFERENCE: Final[tuple[Setting, ...]] = (
             "workspace, service plan, base URL or API key); empty = unlimited; per process"),
     Setting("CONNECTOR_RATE_UNIT", "messages", "`messages` or `segments`: what a rate counts"),
     Setting("CONNECTOR_SUPPRESS_OPT_OUTS", "true", "remember recipients a vendor reports as "
-            "opted out (per vendor account) and refuse later sends to them with 422 `opted_out` "
-            "before any vendor call; operators list and remove entries at "
-            "/api/v1/suppressions"),
+            "opted out (per vendor account), in its send answer or a later status callback, "
+            "and refuse later sends to them with 422 `opted_out` before any vendor call; "
+            "operators list and remove entries at /api/v1/suppressions"),
     Setting("CONNECTOR_MAX_BODY_BYTES", "65536", "largest accepted /sms/send body (413 above)"),
     Setting("CONNECTOR_DEDUPE_RETENTION", "604800", "seconds a request_id outcome is kept"),
     Setting("CONNECTOR_INFLIGHT_WAIT", "10", "seconds a repeat waits for an in-flight original"),

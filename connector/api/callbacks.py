@@ -17,6 +17,7 @@ from connector import metrics
 from connector.api.send import read_body
 from connector.errors import InvalidSignature
 from connector.model import Applied, StatusUpdate
+from connector.optouts import suppress_reported
 from connector.services import Services
 from connector.store.base import MessageRow
 from connector.vendors import VENDORS
@@ -119,4 +120,6 @@ async def _status(request: Request, services: Services, vendor: Vendor) -> Respo
                  result=applied.value)
         if applied is Applied.APPLIED:
             services.dispatcher.wake()
+        if update.opted_out:
+            await suppress_reported(services, row, update, applied)
     return Response(status_code=204)

@@ -56,6 +56,14 @@ ERROR_CODES: Final[Mapping[str, tuple[str, str]]] = {
     "TooManyRequests": (THROTTLED, "throttled"),
 }  # 5xx needs no entry: classify() treats every 5xx as unavailable
 
+# failure.source.code values of the SMS platform that mean the recipient opted out. Its
+# extended codes are MessageBird's SMS status error codes (1 EC_UNKNOWN_SUBSCRIBER, 34 system
+# failure...), where 103 is "the recipient sent STOP" (vendors.md 2.3 and 3.2, after courier);
+# that Bird keeps 103 in failure.source.code is [inferred]: no Bird sample shows it. Reasons
+# such as EC_CALL_BARRED are the network's bar on the line, not an opt-out from this sender.
+SMS_PLATFORM: Final = "sms-messagebird"
+OPT_OUT_SOURCE_CODES: Final = frozenset({"103"})
+
 
 class _Connector(msgspec.Struct):
     identifierValue: str | None = None  # the channel's number or name, on outgoing messages
@@ -65,13 +73,23 @@ class _Sender(msgspec.Struct):
     connector: _Connector | None = None
 
 
+class _Source(msgspec.Struct):
+    name: str | None = None  # the platform that failed the message, e.g. sms-messagebird
+    code: str | int | None = None  # that platform's own code
+
+
+class _Failure(msgspec.Struct):
+    code: str | int | None = None  # Bird's channel-agnostic code, e.g. 15005
+    source: _Source | None = None
+
+
 class _Message(msgspec.Struct):
     id: str
     status: str | None = None
     reference: str | None = None
     reason: str | None = None
     details: str | None = None
-    failure: dict[str, object] | None = None  # code: Bird's channel-agnostic code, e.g. 15005
+    failure: _Failure | None = None
     sender: _Sender | None = None
     lastStatusAt: str | None = None
 
@@ -118,6 +136,19 @@ def _unix(stamp: str | None) -> float | None:
 def _sender(message: _Message) -> str | None:
     connector = message.sender.connector if message.sender else None
     return connector.identifierValue if connector else None
+
+
+def _failure_code(failure: _Failure) -> str | None:
+    """Bird's own code, else the platform's (when Bird gives no grouping for the failure)."""
+    code = failure.code if failure.code is not None else (
+        failure.source.code if failure.source else None)
+    return None if code is None else str(code)
+
+
+def _opted_out(failure: _Failure | None) -> bool:
+    source = failure.source if failure else None
+    return (source is not None and source.name == SMS_PLATFORM
+            and str(source.code) in OPT_OUT_SOURCE_CODES)
 
 
 def _failed(response: httpx.Response) -> VendorError:
@@ -251,10 +282,10 @@ class Bird:
                 word in reason.lower() for word in _EXPIRED_REASONS):
             status = Status.EXPIRED
         failed = status.terminal and status is not Status.DELIVERED
-        code = message.failure.get("code") if failed and message.failure else None
+        failure = message.failure if failed else None
         return [StatusUpdate(
             status=status, vendor_message_id=message.id, message_ref=message.reference or None,
             occurred_at=_unix(message.lastStatusAt), from_number=_sender(message),
-            error_code=None if code is None else str(code),
-            error_message=reason if failed else None,
+            error_code=_failure_code(failure) if failure else None,
+            error_message=reason if failed else None, opted_out=_opted_out(failure),
         )]

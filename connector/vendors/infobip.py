@@ -65,6 +65,11 @@ REFUSALS: Final[Mapping[str, tuple[str, str]]] = {
     "17": (AUTH, "insufficient_funds"),  # REJECTED_PREPAID_PACKAGE_EXPIRED
     "21": (TRANSIENT, "vendor_unavailable"),  # REJECTED_SYSTEM_ERROR: "retry the submission"
 }
+# Status ids that mean the recipient opted out, in a send answer or a delivery report:
+# REJECTED_DND (10, the destination is on a do-not-disturb list). REJECTED_DESTINATION_BLOCKLISTED
+# (14) is left out: the docs do not say whose blocklist it is.
+OPT_OUT_IDS: Final = frozenset(
+    int(status) for status, (_, platform) in REFUSALS.items() if platform == "opted_out")
 # HTTP error bodies: ApiError `errorCode` (v3) or legacy serviceException `messageId`.
 ERROR_CODES: Final[Mapping[str, tuple[str, str]]] = {
     "E401": (AUTH, "vendor_auth_failed"),
@@ -181,6 +186,7 @@ def _update(result: _Sent) -> StatusUpdate | None:
         occurred_at=_when(result.done_at or result.sent_at), error_code=code,
         error_message=text, from_number=result.sender or None,
         segments=result.message_count or None,
+        opted_out=status is Status.REJECTED and result.status.id in OPT_OUT_IDS,
     )
 
 

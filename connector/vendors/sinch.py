@@ -60,6 +60,8 @@ STATUS_MAP: Final[Mapping[str, Status]] = {
 }
 
 # Delivery-report codes Sinch defines itself; other values are the operator's SMPP codes.
+# None of them, nor any status, says for certain that the recipient opted out (Deleted may as
+# well be an invalid number), so Sinch reports never mark an update opted_out.
 DLR_CODES: Final[Mapping[str, str]] = {
     "402": "Message unroutable", "403": "Internal error", "404": "Temporary delivery failure",
     "405": "Unmatched parameter", "406": "Internal expiry", "407": "Cancelled",

@@ -78,6 +78,11 @@ ERROR_CODES: Final[Mapping[str, tuple[str, str]]] = {
     "20500": (TRANSIENT, "vendor_unavailable"),
     "20503": (TRANSIENT, "vendor_unavailable"),
 }
+# Codes that mean the recipient opted out (21610: replied STOP), whether the send answer or a
+# later status callback carries them. 30004 "Message blocked" is left out: it may be the
+# carrier's doing as much as the recipient's.
+OPT_OUT_CODES: Final = frozenset(
+    code for code, (_, platform) in ERROR_CODES.items() if platform == "opted_out")
 
 
 class _Created(msgspec.Struct):
@@ -213,10 +218,12 @@ class Twilio:
             log.warning("unknown_vendor_status", vendor=self.name, vendor_status=raw)
             return []
         segments = params.get("NumSegments")
+        code = params.get("ErrorCode") or None
         return [StatusUpdate(
             status=status,
             vendor_message_id=params.get("MessageSid") or params.get("SmsSid"),
-            error_code=params.get("ErrorCode") or None,
+            error_code=code,
+            opted_out=code in OPT_OUT_CODES and status.terminal and status is not Status.DELIVERED,
             error_message=params.get("ErrorMessage") or None,
             from_number=params.get("From") or None,
             segments=int(segments) if segments and segments.isdigit() else None,

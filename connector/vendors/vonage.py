@@ -101,6 +101,12 @@ DLR_ERRORS: Final[Mapping[str, str]] = {
     "99": "General Error",
 }
 
+# DLR err-codes that mean the recipient opted out: 9 "Illegal Number", which Vonage describes
+# as the user having asked not to receive messages from this service (support article 204014733).
+# Not 4 (a bar the user set with their operator, for every sender), 6/14 (carrier filtering
+# and blocking) or 53 (a consent filter whose owner the docs do not name).
+OPT_OUT_DLR_CODES: Final = frozenset({"9"})
+
 _WAIT: Final = re.compile(r"wait \[\s*(\d+)\s*\]")  # "please wait [ 250 ] and retry", in ms
 
 
@@ -298,4 +304,6 @@ class Vonage:
             error_code=code if error else None,
             error_message=DLR_ERRORS.get(code) if error else None,
             from_number=_sender(fields.get("to")),
+            opted_out=code in OPT_OUT_DLR_CODES and status.terminal
+            and status is not Status.DELIVERED,
         )]

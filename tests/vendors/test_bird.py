@@ -202,6 +202,10 @@ def test_every_bird_status_maps(vendor_status: str, status: Status) -> None:
                  id="delivery_failed-dlr-not-received"),
     pytest.param("callback_sending_failed.json", Status.FAILED, "15001",
                  "system failure / network error", id="sending_failed-15001"),
+    # No channel-agnostic code given: the SMS platform's own code stands in for it.
+    pytest.param("callback_opted_out.json", Status.UNDELIVERED, "103",
+                 "details: subscriber opted out; reason: opted_out; code: 103",
+                 id="delivery_failed-103-opted-out"),
 ])
 def test_documented_callbacks_parse(name: str, status: Status, code: str | None,
                                     reason: str | None) -> None:

@@ -20,7 +20,7 @@ from connector.errors import (
 from connector.model import Outgoing, Status
 from connector.vendors import VENDORS
 from connector.vendors.base import Callback, Vendor
-from tests.vendors.cases import Case
+from tests.vendors.cases import Case, Failure
 
 MESSAGE = Outgoing(message_id="c0ffee", sender="MyBrand", to_e164="+447911123456",
                    text="Contract test", callback_url="https://connector.example/cb?m=tok")
@@ -98,6 +98,39 @@ def test_every_status_map_key_round_trips(vendor: tuple[Vendor, Case]) -> None:
         adapter.verify(callback, case.settings)
         updates = adapter.parse_status(callback)
         assert [u.status for u in updates] == [expected], vendor_status
+
+
+def test_only_failures_can_say_the_recipient_opted_out(vendor: tuple[Vendor, Case]) -> None:
+    adapter, case = vendor
+    status_map: dict[str, Status] = importlib.import_module(
+        type(adapter).__module__).STATUS_MAP
+    for vendor_status in status_map:
+        assert not any(u.opted_out for u in adapter.parse_status(case.callback(vendor_status)))
+
+
+FAILURES = [pytest.param(name, failure, id=f"{name}-{failure.label}")
+            for name in sorted(VENDORS) for failure in case_for(name).failures]
+# Vendors whose documentation names a code for "the recipient opted out" (vendors.md).
+OPT_OUT_VENDORS = {"bird", "infobip", "twilio", "vonage"}
+
+
+@pytest.mark.parametrize(("name", "failure"), FAILURES)
+def test_failure_callbacks_say_whether_the_recipient_opted_out(name: str,
+                                                               failure: Failure) -> None:
+    adapter, case = VENDORS[name], case_for(name)
+    callback = failure.callback()
+    adapter.verify(callback, case.settings)
+    (update,) = adapter.parse_status(callback)
+    assert update.status.terminal and update.status is not Status.DELIVERED
+    assert update.opted_out is failure.opted_out
+    assert update.error_code  # the vendor's own code stays for the report
+
+
+def test_every_vendor_has_a_plain_failure_and_opt_out_cases_where_documented() -> None:
+    for name in VENDORS:
+        kinds = {failure.opted_out for failure in case_for(name).failures}
+        assert False in kinds, name
+        assert (True in kinds) is (name in OPT_OUT_VENDORS), name
 
 
 def test_unknown_status_is_ignored(vendor: tuple[Vendor, Case]) -> None:

@@ -11,6 +11,16 @@ from connector.vendors.base import Callback
 
 
 @dataclass(frozen=True)
+class Failure:
+    """A signed status callback reporting a failure; `opted_out`: whether the vendor's code in
+    it means the recipient opted out (its documented opt-out code) or not (a plain failure)."""
+
+    label: str
+    callback: Callable[[], Callback]
+    opted_out: bool
+
+
+@dataclass(frozen=True)
 class Case:
     """What the contract suite needs from one vendor to hold its adapter to the contract.
 
@@ -23,6 +33,8 @@ class Case:
     signed: False when the vendor signs nothing (Infobip; Sinch and Vonage without their
         optional secret): the connector's URL token is then the whole check.
     signs_url: whether the vendor's signature covers the URL called, too.
+    failures: failure callbacks with and without the vendor's opt-out code (none with it when
+        the vendor documents no such code).
     """
 
     settings: Mapping[str, str]
@@ -34,3 +46,4 @@ class Case:
     callback: Callable[[str], Callback]
     signed: bool = True
     signs_url: bool = True  # False: the signature covers the body only (Sinch, Vonage)
+    failures: tuple[Failure, ...] = ()

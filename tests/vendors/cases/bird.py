@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import httpx
 
 from connector.vendors.base import Callback
 from connector.vendors.bird import signature
-from tests.vendors.cases import Case
+from tests.vendors.cases import Case, Failure
 
 KEY = "bird-contract-access-key-5e1f"
 SIGNING = "bird-contract-signing-key-9c2d"
@@ -17,13 +18,21 @@ SETTINGS = {"access-key": KEY, "workspace-id": "ws-contract", "channel-id": "ch-
             "signing-key": SIGNING}
 URL = "https://connector.example/callbacks/bird/status"
 VENDOR_ID = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+PAYLOADS = Path(__file__).parent.parent / "payloads" / "bird"
 
 
 def callback(status: str) -> Callback:
-    # Signed now: the registered adapter checks the timestamp against the real clock.
-    body = json.dumps({"service": "channels", "event": "sms.outbound", "payload": {
+    return signed(json.dumps({"service": "channels", "event": "sms.outbound", "payload": {
         "id": VENDOR_ID, "status": status, "reference": "c0ffee",
-        "lastStatusAt": "2024-07-01T08:41:12.000Z"}}).encode()
+        "lastStatusAt": "2024-07-01T08:41:12.000Z"}}).encode())
+
+
+def from_file(name: str) -> Callback:
+    return signed((PAYLOADS / name).read_bytes())
+
+
+def signed(body: bytes) -> Callback:
+    # Signed now: the registered adapter checks the timestamp against the real clock.
     stamp = str(int(time.time()))
     return Callback(url=URL, body=body, params=[], headers={
         "messagebird-signature": signature(SIGNING, stamp, URL, body),
@@ -44,4 +53,11 @@ CASE = Case(
         "details": {"receiver.contacts[0].identifierValue": ["is not a valid phone number"]}}),
         "InvalidPayload"),
     callback=callback,
+    failures=(
+        # Platform code 103: the recipient sent STOP (the payload's shape is [inferred]).
+        Failure("delivery_failed-103", lambda: from_file("callback_opted_out.json"), True),
+        Failure("delivery_failed-15005", lambda: from_file("callback_delivery_failed.json"),
+                False),
+        Failure("sending_failed-15001", lambda: from_file("callback_sending_failed.json"), False),
+    ),
 )

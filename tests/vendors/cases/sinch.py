@@ -10,7 +10,7 @@ import httpx
 
 from connector.vendors.base import Callback
 from connector.vendors.sinch import signature
-from tests.vendors.cases import Case
+from tests.vendors.cases import Case, Failure
 
 PAYLOADS = Path(__file__).parent.parent / "payloads" / "sinch"
 TOKEN = "sinch-contract-token-7f3a"
@@ -21,9 +21,13 @@ BATCH = "01FC66621XXXXX119Z8PMV1QPQ"
 
 
 def callback(status: str) -> Callback:
-    body = json.dumps({"type": "recipient_delivery_report_sms", "batch_id": BATCH,
-                       "recipient": "447911123456", "code": 0, "status": status,
-                       "at": "2025-01-13T09:22:40.914Z", "client_reference": "c0ffee"}).encode()
+    return signed(json.dumps({"type": "recipient_delivery_report_sms", "batch_id": BATCH,
+                              "recipient": "447911123456", "code": 0, "status": status,
+                              "at": "2025-01-13T09:22:40.914Z",
+                              "client_reference": "c0ffee"}).encode())
+
+
+def signed(body: bytes) -> Callback:
     nonce, stamp = "01JHFFHWYY7HSS4FWTMDTQEK8V", str(int(time.time()))
     return Callback(url=URL, body=body, params=[], headers={
         "content-type": "application/json",
@@ -47,4 +51,9 @@ CASE = Case(
         "syntax_invalid_parameter_format"),
     callback=callback,
     signs_url=False,
+    # Sinch documents no opt-out code: Deleted may be an opted-out or an invalid number.
+    failures=(
+        Failure("failed-402", lambda: signed((PAYLOADS / "dlr_failed.json").read_bytes()), False),
+        Failure("deleted", lambda: callback("Deleted"), False),
+    ),
 )

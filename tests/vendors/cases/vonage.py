@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from urllib.parse import urlencode
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 
 from connector.vendors.base import Callback
 from connector.vendors.vonage import signature
-from tests.vendors.cases import Case
+from tests.vendors.cases import Case, Failure
 
 SECRET = "vonage-contract-secret-4b8e"
 SIG_SECRET = "vonage-contract-sig-secret-91d0"
@@ -17,15 +18,24 @@ SETTINGS = {"api-key": "abcd1234", "api-secret": SECRET, "signature-secret": SIG
             "signature-method": "sha256"}
 URL = "https://connector.example/callbacks/vonage/status?m=tok"
 MESSAGE_ID = "0A0000000123ABCD1"
+PAYLOADS = Path(__file__).parent.parent / "payloads" / "vonage"
 
 
 def callback(status: str) -> Callback:
+    return signed({"msisdn": "447911123456", "to": "MyBrand", "network-code": "23410",
+                   "messageId": MESSAGE_ID, "price": "0.03330000", "status": status,
+                   "scts": "2001011400", "err-code": "0", "api-key": "abcd1234",
+                   "client-ref": "c0ffee", "message-timestamp": "2020-01-01 14:00:03"})
+
+
+def from_file(name: str) -> Callback:
+    return signed(dict(parse_qsl((PAYLOADS / name).read_text())))
+
+
+def signed(receipt: dict[str, str]) -> Callback:
     # Signed now: the adapter refuses receipts whose timestamp is more than 5 minutes off.
-    fields = {"msisdn": "447911123456", "to": "MyBrand", "network-code": "23410",
-              "messageId": MESSAGE_ID, "price": "0.03330000", "status": status,
-              "scts": "2001011400", "err-code": "0", "api-key": "abcd1234",
-              "client-ref": "c0ffee", "message-timestamp": "2020-01-01 14:00:03",
-              "timestamp": str(int(time.time())), "nonce": "ec11dd3e-1e7f-4db5-9467-82b02cd223b9"}
+    fields = {**receipt, "timestamp": str(int(time.time())),
+              "nonce": "ec11dd3e-1e7f-4db5-9467-82b02cd223b9"}
     fields["sig"] = signature(fields, SIG_SECRET, "sha256")
     return Callback(url=URL, headers={"content-type": "application/x-www-form-urlencoded"},
                     body=urlencode(fields).encode(), params=list(fields.items()))
@@ -45,4 +55,9 @@ CASE = Case(
     vendor_id=MESSAGE_ID,
     rejected=(_answer({"status": "6", "error-text": "Unroutable message - rejected"}), "6"),
     callback=callback,
+    failures=(
+        # err-code 9 "Illegal Number": the user asked not to get messages from this service.
+        Failure("failed-9-illegal-number", lambda: from_file("dlr_illegal_number.form"), True),
+        Failure("failed-2-absent-subscriber", lambda: from_file("dlr_failed.form"), False),
+    ),
 )
