@@ -110,6 +110,12 @@ def cpu_seconds(pid: int) -> float:
     return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) * TICK
 
 
+def kernel_seconds(pid: int) -> float:
+    """stime so far: the system calls and, on loopback, the TCP stack working for it."""
+    fields = _stat(pid)
+    return 0.0 if fields is None else int(fields[12]) * TICK
+
+
 def memory_kb(pid: int) -> tuple[int, int]:
     """(VmRSS, VmHWM): resident now and its peak, in kB."""
     rss = hwm = 0
@@ -140,10 +146,13 @@ class CpuMeter:
     def __init__(self, groups: dict[str, list[int]]) -> None:
         self.groups = groups
         self._before: dict[int, float] = {}
+        self._kernel: dict[int, float] = {}
         self._started = 0.0
 
     def start(self) -> None:
         self._before = {pid: cpu_seconds(pid) for pids in self.groups.values() for pid in pids}
+        self._kernel = {pid: kernel_seconds(pid) for pids in self.groups.values()
+                        for pid in pids}
         self._started = time.perf_counter()
 
     def stop(self) -> dict[str, Any]:
@@ -152,7 +161,9 @@ class CpuMeter:
         for name, pids in self.groups.items():
             per = {pid: cpu_seconds(pid) - self._before.get(pid, 0.0) for pid in pids}
             total = sum(per.values())
+            kernel = sum(kernel_seconds(pid) - self._kernel.get(pid, 0.0) for pid in pids)
             out[name] = {"cpu_s": round(total, 3), "cores": round(total / wall, 3),
+                         "kernel_share": round(kernel / total, 3) if total else None,
                          "per_process": {str(pid): round(s, 3) for pid, s in per.items()}}
         return out
 

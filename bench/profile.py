@@ -98,8 +98,8 @@ def main() -> None:
             spy_proc.send_signal(2)
             spy_proc.wait(30)
         connector = result["cpu"]["connector"]
-        print(f"\n{result['rate_msg_s']} msg/s, connector {connector['us_per_msg']} µs/msg "
-              "(sampling slows it)\n")
+        print(f"\n{result['rate_msg_s']} msg/s, connector {connector['us_per_msg']} µs/msg, "
+              f"{connector['kernel_share']:.0%} of it in the kernel (sampling slows it)\n")
         print(summarise(out, args.top))
         print(f"\ncollapsed stacks: {out.relative_to(ROOT)}")
     finally:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import asyncpg
+import msgspec
 
 from connector.errors import StoreUnavailable
 from connector.model import Applied, Status, StatusUpdate
@@ -23,6 +24,7 @@ from connector.store.base import (
     StoredResponse,
     Suppression,
 )
+from connector.store.batch import Batcher
 from connector.store.schema_pg import MIGRATION_LOCK, MIGRATIONS_PG, VERSION_TABLE
 from connector.store.sqlite import combine_parts, stamped
 
@@ -58,6 +60,28 @@ _CLAIM: Final = (
     "SELECT FALSE, id, response_status, response_body, response_retry_after, claimed_until "
     "FROM messages WHERE claim_key = $2 AND NOT EXISTS (SELECT 1 FROM ins)"
 )
+# Group commit (see batch.py): many claims in one statement. Rows go in request_id order, so
+# two replicas inserting overlapping keys wait on each other in one order, never in a cycle.
+# A claim whose row is not returned (a duplicate within the batch, or a winner committed after
+# the snapshot) runs _CLAIM alone afterwards.
+_CLAIM_MANY: Final = (
+    "WITH input AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], "
+    "$5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[], $10::integer[], $11::text[], "
+    "$12::double precision[], $13::double precision[]) AS i(id, request_id, vendor, "
+    "sealed_settings, sender, to_number, custom_data, callback_url, metadata, segments, "
+    "encoding, claimed_until, now)), "
+    "ins AS (INSERT INTO messages (id, request_id, claim_key, vendor, sealed_settings, "
+    "sender, to_number, custom_data, callback_url, metadata, status, segments, encoding, "
+    "claimed_until, created_at, updated_at) "
+    "SELECT id, request_id, request_id, vendor, sealed_settings, sender, to_number, "
+    "custom_data, callback_url, metadata, 'pending', segments, encoding, claimed_until, now, "
+    "now FROM input ORDER BY request_id ON CONFLICT (claim_key) DO NOTHING RETURNING id) "
+    "SELECT i.id AS mine, TRUE, i.id, NULL::integer, NULL::bytea, NULL::double precision, "
+    "i.claimed_until FROM input i WHERE i.id IN (SELECT id FROM ins) UNION ALL "
+    "SELECT i.id, FALSE, m.id, m.response_status, m.response_body, m.response_retry_after, "
+    "m.claimed_until FROM input i JOIN messages m ON m.claim_key = i.request_id "
+    "WHERE i.id NOT IN (SELECT id FROM ins)"
+)
 _RECORD_OUTCOME: Final = (
     # A callback may have arrived before this answer: never move the status back.
     "UPDATE messages SET response_status = $1, response_body = $2, response_retry_after = $3, "
@@ -67,6 +91,25 @@ _RECORD_OUTCOME: Final = (
     "from_number = COALESCE(from_number, $9), error_code = COALESCE($10, error_code), "
     "error_message = COALESCE($11, error_message), errored_at = COALESCE(errored_at, $12), "
     "claim_key = CASE WHEN $13 THEN NULL ELSE claim_key END, updated_at = $14 WHERE id = $15"
+)
+_RECORD_OUTCOMES: Final = (
+    "UPDATE messages SET response_status = o.status, response_body = o.body, "
+    "response_retry_after = o.retry_after, claimed_until = 0, ambiguous = o.ambiguous, "
+    "parts = o.parts, "
+    "status = CASE WHEN messages.status = 'pending' THEN o.new_status ELSE messages.status END, "
+    "vendor_message_id = COALESCE(messages.vendor_message_id, o.vendor_message_id), "
+    "segments = COALESCE(o.segments, messages.segments), "
+    "from_number = COALESCE(messages.from_number, o.from_number), "
+    "error_code = COALESCE(o.error_code, messages.error_code), "
+    "error_message = COALESCE(o.error_message, messages.error_message), "
+    "errored_at = COALESCE(messages.errored_at, o.errored_at), "
+    "claim_key = CASE WHEN o.release THEN NULL ELSE messages.claim_key END, updated_at = o.now "
+    "FROM (SELECT * FROM unnest($1::text[], $2::integer[], $3::bytea[], "
+    "$4::double precision[], $5::boolean[], $6::integer[], $7::text[], $8::text[], "
+    "$9::integer[], $10::text[], $11::text[], $12::text[], $13::double precision[], "
+    "$14::boolean[], $15::double precision[]) AS o(id, status, body, retry_after, ambiguous, "
+    "parts, new_status, vendor_message_id, segments, from_number, error_code, error_message, "
+    "errored_at, release, now) ORDER BY id) AS o WHERE messages.id = o.id"
 )
 _STAMP: Final = (
     "UPDATE messages SET status = $1, vendor_message_id = $2, from_number = $3, segments = $4, "
@@ -79,15 +122,24 @@ _STAMP_AND_REPORT: Final = (
     "INSERT INTO outbox (event_id, message_id, url, payload, next_at, created_at) "
     "SELECT $12, id, $13, $14, $10, $10 FROM changed ON CONFLICT (event_id) DO NOTHING"
 )
-# The same, written only if the row is still the one the caller read (see apply_status).
-_STAMP_IF_UNCHANGED: Final = (
-    f"WITH changed AS ({_STAMP} AND updated_at = $12 RETURNING id) SELECT count(*) FROM changed"
-)
-_STAMP_AND_REPORT_IF_UNCHANGED: Final = (
-    f"WITH changed AS ({_STAMP} AND updated_at = $12 RETURNING id), "
+# Many callbacks' changes in one statement, each on condition that its row is as read.
+_STAMP_MANY_IF_UNCHANGED: Final = (
+    "WITH d AS (SELECT * FROM unnest($1::text[], $2::double precision[], $3::text[], "
+    "$4::text[], $5::text[], $6::integer[], $7::text[], $8::text[], $9::double precision[], "
+    "$10::double precision[], $11::double precision[], $12::double precision[], $13::text[], "
+    "$14::text[], $15::bytea[]) AS d(id, seen_at, status, vendor_message_id, from_number, "
+    "segments, error_code, error_message, handed_off_at, delivered_at, errored_at, now, "
+    "event_id, url, payload) ORDER BY id), "
+    "changed AS (UPDATE messages m SET status = d.status, "
+    "vendor_message_id = d.vendor_message_id, from_number = d.from_number, "
+    "segments = d.segments, error_code = d.error_code, error_message = d.error_message, "
+    "handed_off_at = d.handed_off_at, delivered_at = d.delivered_at, "
+    "errored_at = d.errored_at, updated_at = d.now FROM d "
+    "WHERE m.id = d.id AND m.updated_at = d.seen_at RETURNING m.id), "
     "queued AS (INSERT INTO outbox (event_id, message_id, url, payload, next_at, created_at) "
-    "SELECT $13, id, $14, $15, $10, $10 FROM changed ON CONFLICT (event_id) DO NOTHING) "
-    "SELECT count(*) FROM changed"
+    "SELECT d.event_id, d.id, d.url, d.payload, d.now, d.now FROM d JOIN changed c "
+    "ON c.id = d.id WHERE d.event_id IS NOT NULL ON CONFLICT (event_id) DO NOTHING) "
+    "SELECT id FROM changed"
 )
 _LEASE: Final = (
     "UPDATE outbox SET lease_until = $1, leased_by = $2 WHERE id IN ("
@@ -121,14 +173,37 @@ _PURGE: Final = (
 )
 
 
+class _Stamp(msgspec.Struct, frozen=True, kw_only=True):
+    """One callback's change for _STAMP_MANY_IF_UNCHANGED, its fields in column order."""
+
+    id: str
+    seen_at: float
+    status: str
+    vendor_message_id: str | None
+    from_number: str | None
+    segments: int | None
+    error_code: str | None
+    error_message: str | None
+    handed_off_at: float | None
+    delivered_at: float | None
+    errored_at: float | None
+    now: float
+    event_id: str | None
+    url: str | None
+    payload: bytes | None
+
+    def values(self) -> tuple[Any, ...]:
+        return msgspec.structs.astuple(self)
+
+
 def _row(record: asyncpg.Record) -> MessageRow:
     fields = dict(record.items())
     fields["status"] = Status(fields["status"])
     return MessageRow(**fields)
 
 
-def _claim(record: asyncpg.Record) -> Claim:
-    claimed, message_id, status, body, retry_after, claimed_until = record.values()
+def _claim(values: Sequence[Any]) -> Claim:
+    claimed, message_id, status, body, retry_after, claimed_until = values
     response = None if status is None else StoredResponse(status=status, body=body,
                                                           retry_after=retry_after)
     return Claim(message_id=message_id, claimed=claimed, response=response,
@@ -159,6 +234,12 @@ class PostgresStore:
         # 0 behind a transaction-mode pooler (PgBouncer), where prepared statements break.
         self._statement_cache_size = statement_cache_size
         self._pool: asyncpg.Pool | None = None
+        # Group commit for the per-message writes (see batch.py); one row per batch at most.
+        self._claims: Batcher[tuple[NewMessage, float], Claim | None] = Batcher(
+            self._claim_many, key=lambda item: item[0].request_id or item[0].id)
+        self._outcomes: Batcher[tuple[str, SendOutcome, float], None] = Batcher(
+            self._record_outcomes, key=lambda item: item[0])
+        self._stamps: Batcher[_Stamp, bool] = Batcher(self._stamp_many, key=lambda s: s.id)
 
     def __repr__(self) -> str:
         return f"PostgresStore(pool={self._min_size}..{self._max_size})"  # the DSN may hold a password
@@ -238,6 +319,29 @@ class PostgresStore:
             raise StoreUnavailable("schema migrations are not applied")
 
     async def claim(self, message: NewMessage, now: float) -> Claim:
+        found = await self._claims.submit((message, now))
+        return found if found is not None else await self._claim_alone(message, now)
+
+    async def _claim_many(self, items: Sequence[tuple[NewMessage, float]]
+                          ) -> list[Claim | None]:
+        columns: list[list[Any]] = [[] for _ in range(13)]
+        for m, now in items:
+            for column, value in zip(columns, (
+                    m.id, m.request_id, m.vendor, m.sealed_settings, m.sender, m.to_number,
+                    m.custom_data, m.callback_url, m.metadata, m.segments, m.encoding,
+                    m.claimed_until, now), strict=True):
+                column.append(value)
+        try:
+            async with self._conn() as conn:
+                rows = await conn.fetch(_CLAIM_MANY, *columns)
+        except StoreUnavailable as exc:
+            if not isinstance(exc.__cause__, asyncpg.DeadlockDetectedError):
+                raise
+            return [None] * len(items)  # each claims alone instead
+        found = {row["mine"]: _claim(tuple(row)[1:]) for row in rows}
+        return [found.get(m.id) for m, _ in items]
+
+    async def _claim_alone(self, message: NewMessage, now: float) -> Claim:
         m = message
         async with self._conn() as conn:
             for _ in range(_CLAIM_TRIES):
@@ -246,7 +350,7 @@ class PostgresStore:
                     m.to_number, m.custom_data, m.callback_url, m.metadata, m.segments,
                     m.encoding, m.claimed_until, now)
                 if found is not None:
-                    return _claim(found)
+                    return _claim(tuple(found))
         raise StoreUnavailable("request_id claim kept changing hands")
 
     async def poll_claim(self, message_id: str) -> Claim | None:
@@ -254,7 +358,7 @@ class PostgresStore:
             found = await conn.fetchrow(
                 "SELECT FALSE, id, response_status, response_body, response_retry_after, "
                 "claimed_until FROM messages WHERE id = $1", message_id)
-        return None if found is None else _claim(found)
+        return None if found is None else _claim(tuple(found))
 
     async def take_over(self, message_id: str, now: float, claimed_until: float) -> bool:
         async with self._conn() as conn:
@@ -265,7 +369,30 @@ class PostgresStore:
         return status == "UPDATE 1"
 
     async def record_outcome(self, message_id: str, outcome: SendOutcome, now: float) -> None:
-        o = outcome
+        await self._outcomes.submit((message_id, outcome, now))
+
+    async def _record_outcomes(self, items: Sequence[tuple[str, SendOutcome, float]]
+                               ) -> list[None]:
+        columns: list[list[Any]] = [[] for _ in range(15)]
+        for message_id, o, now in items:
+            for column, value in zip(columns, (
+                    message_id, o.response.status, o.response.body, o.response.retry_after,
+                    o.ambiguous, o.parts, o.status.value, o.vendor_message_id, o.segments,
+                    o.from_number, o.error_code, o.error_message,
+                    now if o.status.terminal else None, o.release, now), strict=True):
+                column.append(value)
+        try:
+            async with self._conn() as conn:
+                await conn.execute(_RECORD_OUTCOMES, *columns)
+        except StoreUnavailable as exc:
+            if not isinstance(exc.__cause__, asyncpg.DeadlockDetectedError):
+                raise
+            for message_id, o, now in items:  # one by one: nothing left to wait in a cycle
+                await self._record_outcome_alone(message_id, o, now)
+        return [None] * len(items)
+
+    async def _record_outcome_alone(self, message_id: str, o: SendOutcome, now: float
+                                    ) -> None:
         async with self._conn() as conn:
             await conn.execute(
                 _RECORD_OUTCOME, o.response.status, o.response.body, o.response.retry_after,
@@ -320,18 +447,29 @@ class PostgresStore:
                 seen.status):
             return None
         new = stamped(seen, update, now)
-        stamp: list[Any] = [
-            new.status.value, new.vendor_message_id, new.from_number, new.segments,
-            new.error_code, new.error_message, new.handed_off_at, new.delivered_at,
-            new.errored_at, now, seen.id, seen.updated_at]
         entry = report(new, update, now)
-        async with self._conn() as conn:
-            if entry is None:
-                changed = await conn.fetchval(_STAMP_IF_UNCHANGED, *stamp)
-            else:
-                changed = await conn.fetchval(_STAMP_AND_REPORT_IF_UNCHANGED, *stamp,
-                                              entry.event_id, entry.url, entry.payload)
-        return Applied.APPLIED if changed else None
+        stamp = _Stamp(
+            id=seen.id, seen_at=seen.updated_at, status=new.status.value,
+            vendor_message_id=new.vendor_message_id, from_number=new.from_number,
+            segments=new.segments, error_code=new.error_code, error_message=new.error_message,
+            handed_off_at=new.handed_off_at, delivered_at=new.delivered_at,
+            errored_at=new.errored_at, now=now,
+            event_id=None if entry is None else entry.event_id,
+            url=None if entry is None else entry.url,
+            payload=None if entry is None else entry.payload)
+        return Applied.APPLIED if await self._stamps.submit(stamp) else None
+
+    async def _stamp_many(self, stamps: Sequence[_Stamp]) -> list[bool]:
+        columns = [list(column) for column in zip(*(s.values() for s in stamps), strict=True)]
+        try:
+            async with self._conn() as conn:
+                rows = await conn.fetch(_STAMP_MANY_IF_UNCHANGED, *columns)
+        except StoreUnavailable as exc:
+            if not isinstance(exc.__cause__, asyncpg.DeadlockDetectedError):
+                raise
+            return [False] * len(stamps)  # the locking path decides each one
+        changed = {row["id"] for row in rows}
+        return [s.id in changed for s in stamps]
 
     async def _apply(self, conn: Conn, row: MessageRow, update: StatusUpdate, now: float,
                      report: ReportBuilder) -> Applied:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from connector.model import Applied, Status, StatusUpdate
@@ -356,3 +357,32 @@ async def test_purge_keeps_suppressions(store: Store) -> None:
     await store.suppress(ACCOUNT, "+447911123456", "r", "21610", NOW)
     await store.purge(NOW + 10 * 86400)
     assert await store.is_suppressed(ACCOUNT, "+447911123456")
+
+
+async def test_concurrent_claims_have_one_winner_per_request_id(store: Store) -> None:
+    # Many at once: on PostgreSQL they share group-committed batches, repeats included.
+    messages = [new(request_id=f"burst-{n % 10}") for n in range(40)]
+    claims = await asyncio.gather(*(store.claim(m, NOW) for m in messages))
+    winners = {m.request_id: m.id for m, c in zip(messages, claims, strict=True) if c.claimed}
+    assert len(winners) == 10
+    for m, c in zip(messages, claims, strict=True):
+        assert c.message_id == winners[m.request_id]
+
+
+async def test_concurrent_outcomes_and_callbacks_each_land_once(store: Store) -> None:
+    messages = [new(request_id=f"pair-{n}") for n in range(12)]
+    for m in messages:
+        await store.claim(m, NOW)
+    await asyncio.gather(*(store.record_outcome(m.id, OK, NOW) for m in messages))
+    seen = [await store.message(m.id) for m in messages]
+    sent, delivered = StatusUpdate(status=Status.SENT), StatusUpdate(status=Status.DELIVERED)
+    results = await asyncio.gather(*(
+        store.apply_status(row.id, update, NOW + 1 + n, report_all, seen=row)
+        for row in seen if row is not None for n, update in enumerate((sent, delivered))))
+    assert results.count(Applied.APPLIED) >= len(messages)  # every delivered, some sents
+    for m in messages:
+        row = await store.message(m.id)
+        assert row is not None and row.status is Status.DELIVERED
+        assert row.vendor_message_id == "SM1"
+    leased = await store.lease_reports("w", NOW + 10, 1000, 30)
+    assert sum(item.payload == b'{"status":"delivered"}' for item in leased) == len(messages)
