@@ -8,7 +8,9 @@ statement cost more CPU than the statement itself (see README, performance).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +40,8 @@ _ROW_COLUMNS: Final = (
     "ambiguous, parts, handed_off_at, delivered_at, errored_at, created_at, updated_at"
 )
 _PURGE_BATCH: Final = 5000
+_BUSY_RETRY_FIRST: Final = 0.0005  # seconds; doubles while another process holds the lock
+_BUSY_RETRY_MAX: Final = 0.01
 _MMAP_BYTES: Final = 256 * 1024 * 1024
 _CACHE_KIB: Final = 64 * 1024
 T = TypeVar("T")
@@ -108,6 +112,12 @@ class SqliteStore:
         self._synchronous = synchronous
         self._busy_timeout = busy_timeout
         self._db: sqlite3.Connection | None = None
+        # The group commit's own connection, which never waits for the file's write lock:
+        # when another process holds it the batch is retried shortly, off the event loop's
+        # critical path (SQLite's busy handler would sleep with the whole process stopped).
+        self._writer: sqlite3.Connection | None = None
+        self._busy_since: float | None = None
+        self._busy_tries = 0
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any],
                                   asyncio.Future[object]]] = []
 
@@ -130,6 +140,12 @@ class SqliteStore:
         db.execute("PRAGMA foreign_keys=OFF")
         self._db = db
         self._migrate()
+        writer = sqlite3.connect(self.path, isolation_level=None, timeout=0,
+                                 check_same_thread=False)
+        writer.execute(f"PRAGMA synchronous={self._synchronous}")
+        writer.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
+        writer.execute(f"PRAGMA cache_size=-{_CACHE_KIB // 4}")
+        self._writer = writer
 
     def _migrate(self) -> None:
         # BEGIN IMMEDIATE serialises processes starting at once: each sees the version the
@@ -147,13 +163,16 @@ class SqliteStore:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
     async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         if self._db is not None:
             self._db.close()
             self._db = None
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = self.db
+    def _tx(self, db: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+        db = db or self.db
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -184,22 +203,30 @@ class SqliteStore:
 
     def _commit_pending(self) -> None:
         batch, self._pending = self._pending, []
+        try:
+            db = self._writer or self.db
+            db.execute("BEGIN IMMEDIATE")
+        except (sqlite3.Error, StoreUnavailable) as exc:  # busy, or closed meanwhile
+            if isinstance(exc, sqlite3.Error) and self._busy_retry(exc):
+                self._pending = batch + self._pending  # with whatever arrives meanwhile
+                return
+            self._fail(batch, exc)
+            return
+        self._busy_since, self._busy_tries = None, 0
         results: list[tuple[asyncio.Future[object], object, BaseException | None]] = []
         try:
-            with self._tx() as db:
-                for work, future in batch:
-                    try:
-                        results.append((future, work(db), None))
-                    except sqlite3.Error:
-                        raise
-                    except Exception as exc:  # handed to its own caller
-                        results.append((future, None, exc))
+            for work, future in batch:
+                try:
+                    results.append((future, work(db), None))
+                except sqlite3.Error:
+                    raise
+                except Exception as exc:  # handed to its own caller
+                    results.append((future, None, exc))
+            db.execute("COMMIT")
         except Exception as exc:
-            failure = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(
-                f"store unavailable: {exc}")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(failure)
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            self._fail(batch, exc)
             return
         for future, value, error in results:
             if future.done():
@@ -208,6 +235,32 @@ class SqliteStore:
                 future.set_result(value)
             else:
                 future.set_exception(error)
+
+    def _busy_retry(self, exc: sqlite3.Error) -> bool:
+        """Another process holds the write lock: try again shortly (doubling the wait) until
+        the busy timeout runs out, without stopping the event loop as SQLite's own busy
+        handler would. True when a retry is scheduled."""
+        busy = (isinstance(exc, sqlite3.OperationalError)
+                and exc.sqlite_errorcode == sqlite3.SQLITE_BUSY)
+        now = time.monotonic()
+        if busy and self._busy_since is None:
+            self._busy_since = now
+        if not busy or self._busy_since is None or now - self._busy_since > self._busy_timeout:
+            self._busy_since, self._busy_tries = None, 0
+            return False
+        delay = min(_BUSY_RETRY_MAX, _BUSY_RETRY_FIRST * 2 ** self._busy_tries)
+        self._busy_tries += 1
+        asyncio.get_running_loop().call_later(delay, self._commit_pending)
+        return True
+
+    @staticmethod
+    def _fail(batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[object]]],
+              exc: Exception) -> None:
+        failure = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(
+            f"store unavailable: {exc}")
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(failure)
 
     @contextmanager
     def _errors(self) -> Iterator[sqlite3.Connection]:
