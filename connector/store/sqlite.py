@@ -25,6 +25,7 @@ from connector.store.base import (
     LeasedReport,
     MessageRow,
     NewMessage,
+    OutboxEntry,
     ReportAttempt,
     ReportBuilder,
     ReportView,
@@ -40,6 +41,11 @@ _ROW_COLUMNS: Final = (
     "ambiguous, parts, handed_off_at, delivered_at, errored_at, created_at, updated_at"
 )
 _PURGE_BATCH: Final = 5000
+_STAMP: Final = (
+    "UPDATE messages SET status = ?, vendor_message_id = ?, from_number = ?, segments = ?, "
+    "error_code = ?, error_message = ?, handed_off_at = ?, delivered_at = ?, errored_at = ?, "
+    "updated_at = ? WHERE id = ?"
+)
 _BUSY_RETRY_FIRST: Final = 0.0005  # seconds; doubles while another process holds the lock
 _BUSY_RETRY_MAX: Final = 0.01
 _MMAP_BYTES: Final = 256 * 1024 * 1024
@@ -369,8 +375,17 @@ class SqliteStore:
 
     async def apply_status(self, message_id: str, update: StatusUpdate, now: float,
                            report: ReportBuilder, seen: MessageRow | None = None) -> Applied:
-        # `seen` is not needed: the read below is in-process and inside the group commit.
+        # With `seen`, the change is computed before the transaction and written on condition
+        # that the row is unchanged (every write sets updated_at): no read inside the commit.
+        fast = None
+        if (seen is not None and seen.id == message_id and update.status.advances(seen.status)
+                and (update.part_id is None or seen.parts <= 1)):
+            new = stamped(seen, update, now)
+            fast = (new, report(new, update, now), seen.updated_at)
+
         def apply(db: sqlite3.Connection) -> Applied:
+            if fast is not None and self._stamp(db, fast[0], fast[1], now, fast[2]):
+                return Applied.APPLIED
             found = db.execute(f"SELECT {_ROW_COLUMNS} FROM messages WHERE id = ?",
                                (message_id,)).fetchone()
             if found is None:
@@ -400,22 +415,28 @@ class SqliteStore:
         if not update.status.advances(row.status):
             return Applied.REGRESSED
         new = stamped(row, update, now)
-        db.execute(
-            "UPDATE messages SET status = ?, vendor_message_id = ?, from_number = ?, "
-            "segments = ?, error_code = ?, error_message = ?, handed_off_at = ?, "
-            "delivered_at = ?, errored_at = ?, updated_at = ? WHERE id = ?",
-            (new.status.value, new.vendor_message_id, new.from_number, new.segments,
-             new.error_code, new.error_message, new.handed_off_at, new.delivered_at,
-             new.errored_at, now, row.id),
-        )
-        entry = report(new, update, now)
+        self._stamp(db, new, report(new, update, now), now, None)
+        return Applied.APPLIED
+
+    @staticmethod
+    def _stamp(db: sqlite3.Connection, new: MessageRow, entry: OutboxEntry | None, now: float,
+               if_updated_at: float | None) -> bool:
+        """Write the new status and queue its report; with `if_updated_at`, only when the row
+        is still the one read (False, and nothing written, when it is not)."""
+        values = (new.status.value, new.vendor_message_id, new.from_number, new.segments,
+                  new.error_code, new.error_message, new.handed_off_at, new.delivered_at,
+                  new.errored_at, now, new.id)
+        if if_updated_at is None:
+            db.execute(_STAMP, values)
+        elif db.execute(_STAMP + " AND updated_at = ?", (*values, if_updated_at)).rowcount != 1:
+            return False
         if entry is not None:
             db.execute(
                 "INSERT INTO outbox (event_id, message_id, url, payload, next_at, created_at) "
                 "VALUES (?,?,?,?,?,?) ON CONFLICT (event_id) DO NOTHING",
-                (entry.event_id, row.id, entry.url, entry.payload, now, now),
+                (entry.event_id, new.id, entry.url, entry.payload, now, now),
             )
-        return Applied.APPLIED
+        return True
 
     def _apply_part(self, db: sqlite3.Connection, row: MessageRow, update: StatusUpdate,
                     now: float) -> StatusUpdate | Applied:
