@@ -19,7 +19,7 @@ from connector.errors import StoreUnavailable, VendorThrottled
 from connector.store.postgres import PostgresStore
 from connector.throttle import Buckets, Throttle, account_of
 from connector.throttle.postgres import PgBuckets
-from connector.throttle.redis import RedisBuckets
+from connector.throttle.redis import PAUSED_KEY, PREFIX, RedisBuckets
 from tests.store.conftest import SERVER
 
 REDIS_URL = os.environ.get("CONNECTOR_TEST_REDIS", "redis://127.0.0.1:6379/15")
@@ -233,6 +233,20 @@ async def test_a_pause_only_ever_lengthens(replicas: Replicas) -> None:
     await throttle.pause(account, 2)
     wait = (await refused(throttle, account)).retry_after
     assert wait is not None and 29 < wait <= 30
+
+
+async def test_redis_buckets_vanish_once_idle_long_enough_to_refill() -> None:
+    account, paused = new_account(), new_account()
+    buckets = RedisBuckets(REDIS_URL)
+    throttle = Throttle({account: 2, paused: 2}, buckets)
+    try:
+        await throttle.acquire(account, cost=3)  # empty: 1.5 s to refill, plus a second
+        assert 2000 < await buckets.client.pttl(PREFIX + account) <= 2500
+        await throttle.pause(paused, 30)  # a pause keeps its bucket for as long as it holds
+        assert 30_000 < await buckets.client.pttl(PREFIX + paused) <= 31_000
+        assert 30_000 < await buckets.client.pttl(PAUSED_KEY) <= 31_000
+    finally:
+        await throttle.close()
 
 
 def unreachable(backend: str) -> Buckets:

@@ -53,14 +53,15 @@ if ends <= (tonumber(redis.call('HGET', KEYS[1], 'paused')) or 0) then
   return 0
 end
 redis.call('HSET', KEYS[1], 'paused', tostring(ends))
+redis.call('ZADD', KEYS[2], ends, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+-- both keys exist now (PEXPIRE ignores a missing one); each lives at least as long as the pause
 local keep = math.ceil(seconds * 1000) + 1000
 for _, key in ipairs(KEYS) do
   if redis.call('PTTL', key) < keep then
     redis.call('PEXPIRE', key, keep)
   end
 end
-redis.call('ZADD', KEYS[2], ends, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 return 1
 """
 # KEYS[1] the paused set. Returns account, seconds left, account, seconds left, ...

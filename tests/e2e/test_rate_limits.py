@@ -86,3 +86,21 @@ def test_two_replicas_admit_one_accounts_rate_between_them(
         if answer.status_code == 429:
             assert answer.json()["error"]["code"] == "throttled"
             assert int(answer.headers["retry-after"]) >= 1
+
+
+def test_unreachable_shared_buckets_answer_a_retryable_503_and_send_nothing(
+        start_connector: Any, twilio: FakeTwilio, receiver: ReportReceiver) -> None:
+    connector = start_connector(CONNECTOR_RATE_LIMITS="twilio=5",
+                                CONNECTOR_REDIS_URL="redis://127.0.0.1:1/0")  # nobody listens
+    with httpx.Client(timeout=30) as client:
+        first = checked(post(client, connector, SID, twilio,
+                             send_body(receiver, request_id="no-redis")))
+        again = checked(post(client, connector, SID, twilio,
+                             send_body(receiver, request_id="no-redis")))
+    for answer in (first, again):  # the request_id was let go: each try is a fresh attempt
+        assert answer.status_code == 503
+        assert answer.json()["error"]["code"] == "store_unavailable"
+        assert answer.json()["error"]["retryable"] is True
+        assert answer.headers["retry-after"] == "1"
+    assert twilio.create_calls == 0
+    assert connector.logs().count("throttle_unavailable") == 2  # the repeat was not a replay
