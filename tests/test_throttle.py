@@ -10,14 +10,18 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
 from connector.errors import StoreUnavailable, VendorThrottled
+from connector.services import Services
+from connector.settings import Settings
 from connector.store.postgres import PostgresStore
 from connector.throttle import Buckets, Throttle, account_of
+from connector.throttle.local import LocalBuckets
 from connector.throttle.postgres import PgBuckets
 from connector.throttle.redis import PAUSED_KEY, PREFIX, RedisBuckets
 from tests.store.conftest import SERVER
@@ -352,3 +356,20 @@ def test_processes_together_admit_no_more_than_the_rate(backend: str, pg_url: st
     window = max(o[3] for o in outcomes) - min(o[2] for o in outcomes)
     # One full bucket, then the rate for as long as anyone was asking: never more.
     assert RATE <= admitted <= RATE + RATE * window
+
+
+@pytest.mark.parametrize(("env", "chosen"), [
+    pytest.param({}, LocalBuckets, id="sqlite-per-process"),
+    pytest.param({"CONNECTOR_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/test"},
+                 PgBuckets, id="postgresql-table"),
+    pytest.param({"CONNECTOR_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/test",
+                  "CONNECTOR_REDIS_URL": REDIS_URL}, RedisBuckets, id="redis-wins"),
+    pytest.param({"CONNECTOR_REDIS_URL": REDIS_URL}, RedisBuckets, id="redis-on-sqlite"),
+])
+async def test_services_pick_the_buckets_and_the_sender_uses_them(
+        env: dict[str, str], chosen: type, tmp_path: Path) -> None:
+    settings = Settings.from_env({"CONNECTOR_DATA_DIR": str(tmp_path), **env})
+    services = Services.build(settings)  # builds only: nothing is connected yet
+    assert isinstance(services.throttle.buckets, chosen)
+    assert services.sender.throttle is services.throttle
+    await services.throttle.close()
