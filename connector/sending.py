@@ -102,9 +102,10 @@ class Sender:
             if suppressed is not None:
                 return suppressed
         try:
-            self.throttle.acquire(account, message.segments if self.per_segment else 1)
-        except VendorThrottled as exc:
-            metrics.VENDOR_OUTCOMES.labels(vendor.name, "rate_limited").inc()
+            await self.throttle.acquire(account, message.segments if self.per_segment else 1)
+        except (VendorThrottled, StoreUnavailable) as exc:  # shared buckets may be unreachable
+            if isinstance(exc, VendorThrottled):
+                metrics.VENDOR_OUTCOMES.labels(vendor.name, "rate_limited").inc()
             return SendOutcome(
                 response=StoredResponse(status=exc.status, body=exc.body(),
                                         retry_after=exc.retry_after),
@@ -126,7 +127,7 @@ class Sender:
         except VendorError as exc:
             if isinstance(exc, VendorThrottled):
                 # the vendor itself said 429: hold the whole account, not just this message
-                self.throttle.pause(account, exc.retry_after or 1.0)
+                await self.throttle.pause(account, exc.retry_after or 1.0)
             metrics.VENDOR_OUTCOMES.labels(vendor.name, exc.code).inc()
             log.info("vendor_refused", code=exc.code, vendor_code=exc.vendor_code,
                      retryable=exc.retryable)

@@ -14,6 +14,7 @@ from connector.sending import Sender
 from connector.settings import Settings
 from connector.store import open_store
 from connector.store.base import ReportBuilder, Store
+from connector.throttle import Throttle, open_throttle
 from connector.tokens import CallbackTokens, SecretBox
 
 
@@ -31,6 +32,7 @@ class Services:
     outbox_gauges: OutboxSnapshot
     rules: Rules
     pools: Pools
+    throttle: Throttle
 
     @classmethod
     def build(cls, settings: Settings, store: Store | None = None) -> Services:
@@ -40,21 +42,25 @@ class Services:
         guard = AddressGuard(allow_private=settings.allow_private_networks,
                              allow_http=settings.allow_http)
         tokens = CallbackTokens(settings.secret_key)
+        sender = Sender(store, http, settings, tokens)
+        # Shared buckets when there is somewhere to share them; see connector/throttle.
+        sender.throttle = throttle = open_throttle(settings, store)
         return cls(
             settings=settings, store=store, http=http, guard=guard, tokens=tokens,
-            box=SecretBox(settings.secret_key),
-            sender=Sender(store, http, settings, tokens),
+            box=SecretBox(settings.secret_key), sender=sender,
             report=report_builder(settings),
             dispatcher=Dispatcher(store, http, settings, guard),
             outbox_gauges=OutboxSnapshot(),
-            rules=Rules(settings),
+            rules=Rules(settings), throttle=throttle,
             pools=Pools(settings.sender_pools),
         )
 
     async def start(self) -> None:
         await self.store.open()
         await self.http.start()
+        await self.throttle.start()
 
     async def close(self) -> None:
+        await self.throttle.close()
         await self.http.close()
         await self.store.close()

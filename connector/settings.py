@@ -84,8 +84,12 @@ REFERENCE: Final[tuple[Setting, ...]] = (
             "code or country first). Names are 1-11 letters, digits or spaces with a letter"),
     Setting("CONNECTOR_RATE_LIMITS", "", "sends per second per vendor account, e.g. "
             "`twilio=30,twilio:AC123=5,sinch=50` (the account is its id setting: Account SID, "
-            "workspace, service plan, base URL or API key); empty = unlimited; per process"),
+            "workspace, service plan, base URL or API key); empty = unlimited. Counted across all "
+            "replicas on PostgreSQL or Redis (`CONNECTOR_REDIS_URL`), per process on SQLite"),
     Setting("CONNECTOR_RATE_UNIT", "messages", "`messages` or `segments`: what a rate counts"),
+    Setting("CONNECTOR_REDIS_URL", "", "`redis://[:password@]host:port/db`: keep the rate-limit "
+            "buckets and vendor pauses in Redis instead of the PostgreSQL store; empty = the "
+            "store (PostgreSQL), or per process (SQLite)"),
     Setting("CONNECTOR_SUPPRESS_OPT_OUTS", "true", "remember recipients a vendor reports as "
             "opted out (per vendor account), in its send answer or a later status callback, "
             "and refuse later sends to them with 422 `opted_out` before any vendor call; "
@@ -142,6 +146,7 @@ class Settings:
     allowed_regions: tuple[str, ...] = ()
     rate_limits: dict[str, float] = field(default_factory=dict)
     rate_unit: str = "messages"
+    redis_url: str = ""
     suppress_opt_outs: bool = True
     refuse_landlines: bool = False
     alpha_sender_blocked_regions: tuple[str, ...] = ("US", "CA")
@@ -167,11 +172,10 @@ class Settings:
     log_format: str = "auto"
 
     def __repr__(self) -> str:
-        # A postgresql:// URL may carry the database password.
-        url = re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", self.database_url)
+        # A postgresql:// or redis:// URL may carry a password.
         shown = ", ".join(
             f"{f.name}={'***' if f.name in _SECRET_FIELDS else repr(getattr(self, f.name))}"
-            if f.name != "database_url" else f"database_url={url!r}"
+            if f.name not in _URL_FIELDS else f"{f.name}={_mask(getattr(self, f.name))!r}"
             for f in dataclasses.fields(self)
         )
         return f"Settings({shown})"
@@ -195,6 +199,11 @@ class Settings:
         if not database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise SettingsError("CONNECTOR_DATABASE_URL: use sqlite:///path or "
                                 "postgresql://user:password@host:port/database")
+        redis_url = r.text("CONNECTOR_REDIS_URL")
+        if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            # The value is not echoed: it may hold a password.
+            raise SettingsError("CONNECTOR_REDIS_URL: use redis://[:password@]host:port/db, "
+                                "rediss://... or unix://...")
         pool_min = r.parse("CONNECTOR_DB_POOL_MIN", _non_negative_int)
         pool_max = r.parse("CONNECTOR_DB_POOL_MAX", _positive_int)
         if pool_min > pool_max:
@@ -237,6 +246,7 @@ class Settings:
             allowed_regions=r.parse("CONNECTOR_ALLOWED_REGIONS", _regions),
             rate_limits=r.parse("CONNECTOR_RATE_LIMITS", _rates),
             rate_unit=r.choice("CONNECTOR_RATE_UNIT", ("messages", "segments")),
+            redis_url=redis_url,
             suppress_opt_outs=r.parse("CONNECTOR_SUPPRESS_OPT_OUTS", _bool),
             refuse_landlines=r.parse("CONNECTOR_REFUSE_LANDLINES", _bool),
             alpha_sender_blocked_regions=r.parse("CONNECTOR_ALPHA_SENDER_BLOCKED_REGIONS",
@@ -277,6 +287,11 @@ class Settings:
 
 _SECRET_FIELDS: Final = frozenset({"secret_key", "report_secret", "admin_key",
                                    "callback_basic_auth"})
+_URL_FIELDS: Final = frozenset({"database_url", "redis_url"})
+
+
+def _mask(url: str) -> str:
+    return re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", url)
 
 
 class _Reader:

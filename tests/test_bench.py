@@ -70,3 +70,26 @@ def test_quick_run_reports_every_measure_and_gets_every_custom_data_back(tmp_pat
                                                                       "p99", "RSS"}
     for target in result["targets"]:
         assert {"run", "target", "measured", "unit", "met"} <= target.keys()
+
+
+def test_throttle_bench_measures_every_backend_and_only_shared_ones_keep_the_limit(
+        tmp_path: Path) -> None:
+    out = tmp_path / "throttle.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "throttle.py"), "--runs", "1", "--seconds", "0.5",
+         "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "| buckets | acquires/s |" in done.stdout
+    median = json.loads(out.read_text())["median"]
+    assert set(median) == {"in-process", "postgresql", "postgresql, logged table",
+                           "redis (hiredis parser)", "redis (python parser)"}
+    for name, figures in median.items():
+        _numbers(figures, {"acquires_per_s", "client_cpu_us", "server_cpu_us", "accuracy"})
+        _numbers(figures, LATENCY)
+        # Counts, not timings: what was admitted against one bucket plus rate x window.
+        if name == "in-process":
+            assert figures["overshoot"] > 0  # two processes, two budgets
+        else:
+            assert figures["overshoot"] <= 1e-6, (name, figures)

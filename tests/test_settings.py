@@ -84,6 +84,16 @@ def test_bad_rate_limits_name_the_variable(value: str) -> None:
         Settings.from_env({"CONNECTOR_RATE_LIMITS": value})
 
 
+def test_redis_url_is_checked_and_its_password_never_shown() -> None:
+    s = Settings.from_env({"CONNECTOR_REDIS_URL": "redis://:pw-very-secret@cache:6379/2"})
+    assert s.redis_url == "redis://:pw-very-secret@cache:6379/2"
+    assert "very-secret" not in repr(s) and "cache:6379/2" in repr(s)
+    assert Settings.from_env({}).redis_url == ""
+    with pytest.raises(SettingsError, match="CONNECTOR_REDIS_URL") as caught:
+        Settings.from_env({"CONNECTOR_REDIS_URL": "cache:pw-very-secret@6379"})
+    assert "very-secret" not in str(caught.value)
+
+
 def test_validity_is_unset_by_default_else_positive_seconds() -> None:
     assert Settings.from_env({}).validity is None
     assert Settings.from_env({"CONNECTOR_VALIDITY": ""}).validity is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import asyncpg
@@ -307,6 +307,10 @@ class PostgresStore:
                     raise
         except _DRIVER_ERRORS as exc:
             raise StoreUnavailable(f"store unavailable: {_describe(exc)}") from exc
+
+    def connection(self) -> AbstractAsyncContextManager[Conn]:
+        """A pooled connection for tables other modules own (the shared throttle buckets)."""
+        return self._conn()
 
     async def ping(self) -> None:
         try:

@@ -105,4 +105,17 @@ MIGRATIONS_PG: Final[tuple[str, ...]] = (
     );
     CREATE INDEX suppressions_created_at ON suppressions (created_at)
     """,
+    # 4: token buckets shared by every replica (connector/throttle/postgres.py); times are the
+    # database's clock. UNLOGGED: a bucket is worth no WAL flush per send, and losing them in
+    # a crash only refills them. last_wait is the verdict of the latest acquire, which
+    # RETURNING reads back (it cannot see the row as it was before the update).
+    """
+    CREATE UNLOGGED TABLE throttle_buckets (
+        account TEXT PRIMARY KEY,
+        tokens DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        paused_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+        last_wait DOUBLE PRECISION NOT NULL DEFAULT 0
+    )
+    """,
 )
