@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import metadata
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import aiohttp
 import httpx
@@ -26,7 +26,8 @@ import uvloop
 from httpx_aiohttp import AiohttpTransport
 
 Send = Callable[[], Awaitable[int]]
-VARIANTS = ("httpx", "httpx+aiohttp-transport", "aiohttp", "aiohttp+httpx-adapter")
+VARIANTS = ("httpx", "httpx+aiohttp-transport", "aiohttp", "aiohttp+httpx-adapter",
+            "connector.http")
 WARMUP = 2000
 # One pool size for all: httpx's default keeps only 20 idle connections, so with 64 in
 # flight (a)/(b) would keep reconnecting and we'd measure TCP setup, not the client.
@@ -80,6 +81,21 @@ class AiohttpAdapter:
 
 @contextlib.asynccontextmanager
 async def client_for(name: str, url: str) -> AsyncIterator[Send]:
+    if name == "connector.http":
+        # (e) what the connector runs: http.request() builds the httpx.Request from the form
+        # (URL parsed once, body encoded up front), HttpClient sends it over aiohttp.
+        from connector import http
+        form = dict(parse_qsl(BODY.decode()))
+        client = http.HttpClient(limit=POOL)
+        await client.start()
+        try:
+            async def send_connector() -> int:
+                request = http.request("POST", url, {"Authorization": AUTH}, form=form)
+                return (await client.send(request, 10.0, what="bench")).status_code
+            yield send_connector
+        finally:
+            await client.close()
+        return
     if name.startswith("httpx"):
         tr = AiohttpTransport(limits=LIMITS) if name == "httpx+aiohttp-transport" else None
         async with httpx.AsyncClient(limits=LIMITS, transport=tr, timeout=10.0) as client:
