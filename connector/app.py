@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Final
@@ -128,6 +129,9 @@ def create_app(settings: Settings, services: Services | None = None) -> Front:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await services.start()
+        # Everything built so far lives as long as the process: keep it out of the cyclic
+        # collector's scans, which otherwise walk it on every full collection.
+        gc.freeze()
         task = asyncio.create_task(services.dispatcher.run()) if settings.dispatcher else None
         app.state.dispatcher_task = task
         try:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import msgspec
+import structlog
 
 from connector.errors import StoreUnavailable
 from connector.model import Applied, Status, StatusUpdate
@@ -40,12 +41,14 @@ _ROW_COLUMNS: Final = (
     "status, vendor_message_id, from_number, segments, encoding, error_code, error_message, "
     "ambiguous, parts, handed_off_at, delivered_at, errored_at, created_at, updated_at"
 )
+log = structlog.get_logger("connector.store")
 _PURGE_BATCH: Final = 5000
 _STAMP: Final = (
     "UPDATE messages SET status = ?, vendor_message_id = ?, from_number = ?, segments = ?, "
     "error_code = ?, error_message = ?, handed_off_at = ?, delivered_at = ?, errored_at = ?, "
     "updated_at = ? WHERE id = ?"
 )
+_CHECKPOINT_EVERY: Final = 1.0  # seconds between WAL checkpoints, off the event loop
 _BUSY_RETRY_FIRST: Final = 0.0005  # seconds; doubles while another process holds the lock
 _BUSY_RETRY_MAX: Final = 0.01
 _MMAP_BYTES: Final = 256 * 1024 * 1024
@@ -123,6 +126,7 @@ class SqliteStore:
         # critical path (SQLite's busy handler would sleep with the whole process stopped).
         self._writer: sqlite3.Connection | None = None
         self._busy_since: float | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
         self._busy_tries = 0
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any],
                                   asyncio.Future[object]]] = []
@@ -144,6 +148,7 @@ class SqliteStore:
         db.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
         db.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
         db.execute("PRAGMA foreign_keys=OFF")
+        db.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoints
         self._db = db
         self._migrate()
         writer = sqlite3.connect(self.path, isolation_level=None, timeout=0,
@@ -151,7 +156,38 @@ class SqliteStore:
         writer.execute(f"PRAGMA synchronous={self._synchronous}")
         writer.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
         writer.execute(f"PRAGMA cache_size=-{_CACHE_KIB // 4}")
+        writer.execute("PRAGMA wal_autocheckpoint=0")
         self._writer = writer
+        self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoints())
+
+    async def _checkpoints(self) -> None:
+        """Copy the WAL back into the database file from a thread, every so often.
+
+        SQLite's automatic checkpoint runs inside whichever commit crosses 1,000 WAL pages,
+        on the event loop, and with synchronous=NORMAL it ends in an fsync of the database
+        file (0.4-5 ms on the disks measured here): every request in flight waited for it.
+        A PASSIVE checkpoint takes no lock that writers or readers wait for.
+        """
+        checkpointer = sqlite3.connect(self.path, isolation_level=None, timeout=0,
+                                       check_same_thread=False)
+        try:
+            while True:
+                await asyncio.sleep(_CHECKPOINT_EVERY)
+                job = asyncio.ensure_future(asyncio.to_thread(self.checkpoint, checkpointer))
+                try:
+                    await asyncio.shield(job)
+                except asyncio.CancelledError:
+                    await asyncio.wait([job])  # the thread lets go of the connection first
+                    raise
+                except sqlite3.Error as exc:  # busy or failing disk: the next round retries
+                    log.warning("sqlite_checkpoint_failed", error=str(exc))
+        finally:
+            checkpointer.close()
+
+    def checkpoint(self, db: sqlite3.Connection | None = None) -> tuple[int, int]:
+        """One PASSIVE checkpoint: (frames in the WAL, frames now copied back)."""
+        _, frames, copied = (db or self.db).execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(frames), int(copied)
 
     def _migrate(self) -> None:
         # BEGIN IMMEDIATE serialises processes starting at once: each sees the version the
@@ -169,6 +205,11 @@ class SqliteStore:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
     async def close(self) -> None:
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checkpointer
         if self._writer is not None:
             self._writer.close()
             self._writer = None

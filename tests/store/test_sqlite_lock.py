@@ -46,3 +46,27 @@ async def test_a_lock_held_past_the_busy_timeout_is_a_store_failure(tmp_path: Pa
     finally:
         other.close()
         await store.close()
+
+
+async def test_the_wal_is_checkpointed_off_the_event_loop(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    # Commits never checkpoint (that fsync stalled every request in flight); a background
+    # thread does, so the WAL does not grow without bound.
+    monkeypatch.setattr("connector.store.sqlite._CHECKPOINT_EVERY", 0.01)
+    path = tmp_path / "c.db"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        before = path.stat().st_size
+        for n in range(200):
+            await store.claim(new(request_id=f"wal-{n}", custom_data="x" * 2000), NOW)
+        # Only a checkpoint copies those pages into the database file itself.
+        for _ in range(500):
+            if path.stat().st_size > before + 200 * 2000:
+                break
+            await asyncio.sleep(0.01)
+        assert path.stat().st_size > before + 200 * 2000
+    finally:
+        await store.close()
