@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 HERE = Path(__file__).resolve().parent
-CANDIDATES = ("uvicorn+starlette", "uvicorn+router", "uvicorn+asgi", "granian+starlette",
+CANDIDATES = ("uvicorn+starlette", "uvicorn+router", "uvicorn+asgi",
               "granian+asgi", "aiohttp.web")
 _decode = msgspec.json.Decoder()
 _ANSWER = b'{"status":"accepted","message_id":"0123456789abcdef0123456789abcdef"}'
