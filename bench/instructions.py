@@ -13,7 +13,6 @@ commits by. It is slow (callgrind runs the server ~50x slower) and needs valgrin
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
@@ -22,19 +21,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import common
 import freshdb
 import procs
-from stage import PY, ROOT, Stage, tail
+from stage import ROOT, Stage
 
 
 def _control(pid: int, *args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(pid)], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
-
-
-def _server_pid(process: subprocess.Popen[Any]) -> int:
-    return process.pid  # valgrind runs the server in its own process (no fork with workers=1)
 
 
 def _instructions(tmp: Path) -> int:
@@ -57,25 +51,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     database = process = None
     try:
         stage.start_fakes()
-        port = procs.free_port()
-        env = {**os.environ, "CONNECTOR_PORT": str(port), "CONNECTOR_DATA_DIR": str(tmp),
-               "CONNECTOR_ALLOW_PRIVATE_NETWORKS": "true", "CONNECTOR_ALLOW_HTTP": "true",
-               "CONNECTOR_VENDOR_HOSTS": "127.0.0.1", "CONNECTOR_LOG_LEVEL": "warning",
-               "CONNECTOR_REPORT_SECRET": common.REPORT_SECRET,
-               "CONNECTOR_VENDOR_TIMEOUT": "60", "PYTHONHASHSEED": "0"}
-        if args.db == "postgresql":
-            database, why = freshdb.create(args.pg_url)
-            if database is None:
-                raise SystemExit(f"no PostgreSQL: {why}")
-            env["CONNECTOR_DATABASE_URL"] = database
         out = tmp / "callgrind.out"
-        log = tmp / "serve.log"
-        process = stage.start_server(
-            ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-             PY, "-m", "connector.cli", "serve"], env, port, 1, "/readyz", log)
-        if process is None:
-            raise SystemExit(f"connector serve did not start under valgrind: {tail(log)}")
-        base = f"http://127.0.0.1:{port}"
+        process, base, database = stage.start_connector(
+            tmp, db=args.db, pg_url=args.pg_url,
+            wrap=["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                  f"--callgrind-out-file={out}"],
+            extra_env={"CONNECTOR_VENDOR_TIMEOUT": "60", "PYTHONHASHSEED": "0"})
         groups = {"connector": [process.pid], **stage.fake_pids}
         stage.e2e_phase("warm-up (not counted)", base, groups, rate=args.rate,
                         seconds=args.warmup / args.rate + 5, count=args.warmup)

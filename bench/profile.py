@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
-import common
 import freshdb
 import procs
-from stage import HERE, PY, ROOT, Stage, tail
+from stage import HERE, PY, ROOT, Stage
 
 
 def _frames(line: str) -> tuple[list[str], int]:
@@ -66,22 +64,7 @@ def main() -> None:
     process = None
     try:
         stage.start_fakes()
-        port = procs.free_port()
-        env = {**os.environ, "CONNECTOR_PORT": str(port), "CONNECTOR_DATA_DIR": str(tmp),
-               "CONNECTOR_ALLOW_PRIVATE_NETWORKS": "true", "CONNECTOR_ALLOW_HTTP": "true",
-               "CONNECTOR_VENDOR_HOSTS": "127.0.0.1", "CONNECTOR_LOG_LEVEL": "warning",
-               "CONNECTOR_REPORT_SECRET": common.REPORT_SECRET}
-        if args.db == "postgresql":
-            database, why = freshdb.create(args.pg_url)
-            if database is None:
-                raise SystemExit(f"no PostgreSQL: {why}")
-            env["CONNECTOR_DATABASE_URL"] = database
-        log = tmp / "serve.log"
-        process = stage.start_server([PY, "-m", "connector.cli", "serve"], env, port, 1,
-                                     "/readyz", log)
-        if process is None:
-            raise SystemExit(f"connector serve did not start: {tail(log)}")
-        base = f"http://127.0.0.1:{port}"
+        process, base, database = stage.start_connector(tmp, db=args.db, pg_url=args.pg_url)
         stage.callbacks(True)
         stage.load("warm-up", base + "/sms/send", seconds=30, count=2000)
         out = HERE / "results" / f"profile-{args.db}.txt"

@@ -4,6 +4,7 @@ the CPU it cost each group of processes."""
 from __future__ import annotations
 
 import json
+import os
 import select
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import common
+import freshdb
 import httpx
 import procs
 import report
@@ -86,6 +88,32 @@ class Stage:
             procs.stop(process)
             return None
         return process
+
+    def start_connector(self, data: Path, *, db: str = "sqlite", pg_url: str = "",
+                        wrap: list[str] | None = None, extra_env: dict[str, str] | None = None
+                        ) -> tuple[subprocess.Popen[Any], str, str | None]:
+        """`connector serve` (one worker, optionally under `wrap`, e.g. valgrind) on a free
+        port with the fakes' settings: (process, base URL, the database created for it, to
+        drop). Exits with the reason when it cannot start."""
+        port = procs.free_port()
+        env = {**os.environ, "CONNECTOR_PORT": str(port), "CONNECTOR_DATA_DIR": str(data),
+               "CONNECTOR_ALLOW_PRIVATE_NETWORKS": "true", "CONNECTOR_ALLOW_HTTP": "true",
+               "CONNECTOR_VENDOR_HOSTS": "127.0.0.1", "CONNECTOR_LOG_LEVEL": "warning",
+               "CONNECTOR_REPORT_SECRET": common.REPORT_SECRET, **(extra_env or {})}
+        database = None
+        if db == "postgresql":
+            database, why = freshdb.create(pg_url)
+            if database is None:
+                raise SystemExit(f"no PostgreSQL: {why}")
+            env["CONNECTOR_DATABASE_URL"] = database
+        log = data / "serve.log"
+        process = self.start_server([*(wrap or []), PY, "-m", "connector.cli", "serve"], env,
+                                    port, 1, "/readyz", log)
+        if process is None:
+            if database is not None:
+                freshdb.drop(database)
+            raise SystemExit(f"connector serve did not start: {tail(log)}")
+        return process, f"http://127.0.0.1:{port}", database
 
     def callbacks(self, on: bool) -> None:
         self.http.post(f"{self.vendor_url}/_control?callbacks={int(on)}").raise_for_status()
