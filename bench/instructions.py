@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import freshdb
-import procs
 from stage import ROOT, Stage
 
 
@@ -74,12 +72,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "seconds": round(time.monotonic() - started, 1),
                 "custom_data_ok": result["custom_data_ok"]}
     finally:
-        if process is not None:
-            procs.stop(process, timeout=60.0)
-        stage.close()
-        procs.stop_all()
-        if database is not None:
-            freshdb.drop(database)
+        stage.stop_connector(process, database, timeout=60.0)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

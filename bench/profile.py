@@ -18,7 +18,6 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import freshdb
 import procs
 from stage import HERE, PY, ROOT, Stage
 
@@ -86,12 +85,7 @@ def main() -> None:
         print(summarise(out, args.top))
         print(f"\ncollapsed stacks: {out.relative_to(ROOT)}")
     finally:
-        if process is not None:
-            procs.stop(process, timeout=20.0)
-        stage.close()
-        procs.stop_all()
-        if database is not None:
-            freshdb.drop(database)
+        stage.stop_connector(process, database, timeout=20.0)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

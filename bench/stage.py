@@ -115,6 +115,16 @@ class Stage:
             raise SystemExit(f"connector serve did not start: {tail(log)}")
         return process, f"http://127.0.0.1:{port}", database
 
+    def stop_connector(self, process: subprocess.Popen[Any] | None, database: str | None,
+                       timeout: float) -> None:
+        """Undo start_connector and start_fakes: every child stopped, the database dropped."""
+        if process is not None:
+            procs.stop(process, timeout=timeout)
+        self.close()
+        procs.stop_all()
+        if database is not None:
+            freshdb.drop(database)
+
     def callbacks(self, on: bool) -> None:
         self.http.post(f"{self.vendor_url}/_control?callbacks={int(on)}").raise_for_status()
 
