@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -112,6 +113,24 @@ def combine_parts(update: StatusUpdate, parts: list[tuple[Status, str | None, st
     if any(status.rank >= Status.SENT.rank for status, _, _ in parts):
         return msgspec.structs.replace(update, status=Status.SENT, part_id=None)
     return Applied.APPLIED
+
+
+class _Errors:
+    """`with store._errors() as db`: the connection, with any sqlite3.Error raised as
+    StoreUnavailable. A plain class: @contextmanager's generator cost more than the read."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+
+    def __enter__(self) -> sqlite3.Connection:
+        return self.store.db
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if isinstance(exc, sqlite3.Error):
+            raise StoreUnavailable(f"store unavailable: {exc}") from exc
 
 
 class SqliteStore:
@@ -309,12 +328,8 @@ class SqliteStore:
             if not future.done():
                 future.set_exception(failure)
 
-    @contextmanager
-    def _errors(self) -> Iterator[sqlite3.Connection]:
-        try:
-            yield self.db
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"store unavailable: {exc}") from exc
+    def _errors(self) -> _Errors:
+        return _Errors(self)
 
     async def ping(self) -> None:
         with self._errors() as db:
