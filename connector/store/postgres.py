@@ -328,22 +328,29 @@ class PostgresStore:
 
     async def _claim_many(self, items: Sequence[tuple[NewMessage, float]]
                           ) -> list[Claim | None]:
-        columns: list[list[Any]] = [[] for _ in range(13)]
-        for m, now in items:
-            for column, value in zip(columns, (
-                    m.id, m.request_id, m.vendor, m.sealed_settings, m.sender, m.to_number,
-                    m.custom_data, m.callback_url, m.metadata, m.segments, m.encoding,
-                    m.claimed_until, now), strict=True):
-                column.append(value)
-        try:
-            async with self._conn() as conn:
-                rows = await conn.fetch(_CLAIM_MANY, *columns)
-        except StoreUnavailable as exc:
-            if not isinstance(exc.__cause__, asyncpg.DeadlockDetectedError):
-                raise
+        rows = await self._fetch_many(_CLAIM_MANY, [
+            (m.id, m.request_id, m.vendor, m.sealed_settings, m.sender, m.to_number,
+             m.custom_data, m.callback_url, m.metadata, m.segments, m.encoding,
+             m.claimed_until, now) for m, now in items])
+        if rows is None:
             return [None] * len(items)  # each claims alone instead
         found = {row["mine"]: _claim(tuple(row)[1:]) for row in rows}
         return [found.get(m.id) for m, _ in items]
+
+    async def _fetch_many(self, statement: str, rows: Sequence[Sequence[Any]]
+                          ) -> list[asyncpg.Record] | None:
+        """Run a group-commit statement with `rows` passed as one array per column.
+
+        None when the database broke a deadlock by aborting it: the caller then does each
+        row alone, which cannot wait in a cycle. Other failures raise StoreUnavailable."""
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        try:
+            async with self._conn() as conn:
+                return list(await conn.fetch(statement, *columns))
+        except StoreUnavailable as exc:
+            if isinstance(exc.__cause__, asyncpg.DeadlockDetectedError):
+                return None
+            raise
 
     async def _claim_alone(self, message: NewMessage, now: float) -> Claim:
         m = message
@@ -377,20 +384,13 @@ class PostgresStore:
 
     async def _record_outcomes(self, items: Sequence[tuple[str, SendOutcome, float]]
                                ) -> list[None]:
-        columns: list[list[Any]] = [[] for _ in range(15)]
-        for message_id, o, now in items:
-            for column, value in zip(columns, (
-                    message_id, o.response.status, o.response.body, o.response.retry_after,
-                    o.ambiguous, o.parts, o.status.value, o.vendor_message_id, o.segments,
-                    o.from_number, o.error_code, o.error_message,
-                    now if o.status.terminal else None, o.release, now), strict=True):
-                column.append(value)
-        try:
-            async with self._conn() as conn:
-                await conn.execute(_RECORD_OUTCOMES, *columns)
-        except StoreUnavailable as exc:
-            if not isinstance(exc.__cause__, asyncpg.DeadlockDetectedError):
-                raise
+        rows = await self._fetch_many(_RECORD_OUTCOMES, [
+            (message_id, o.response.status, o.response.body, o.response.retry_after,
+             o.ambiguous, o.parts, o.status.value, o.vendor_message_id, o.segments,
+             o.from_number, o.error_code, o.error_message,
+             now if o.status.terminal else None, o.release, now)
+            for message_id, o, now in items])
+        if rows is None:
             for message_id, o, now in items:  # one by one: nothing left to wait in a cycle
                 await self._record_outcome_alone(message_id, o, now)
         return [None] * len(items)
@@ -464,13 +464,8 @@ class PostgresStore:
         return Applied.APPLIED if await self._stamps.submit(stamp) else None
 
     async def _stamp_many(self, stamps: Sequence[_Stamp]) -> list[bool]:
-        columns = [list(column) for column in zip(*(s.values() for s in stamps), strict=True)]
-        try:
-            async with self._conn() as conn:
-                rows = await conn.fetch(_STAMP_MANY_IF_UNCHANGED, *columns)
-        except StoreUnavailable as exc:
-            if not isinstance(exc.__cause__, asyncpg.DeadlockDetectedError):
-                raise
+        rows = await self._fetch_many(_STAMP_MANY_IF_UNCHANGED, [s.values() for s in stamps])
+        if rows is None:
             return [False] * len(stamps)  # the locking path decides each one
         changed = {row["id"] for row in rows}
         return [s.id in changed for s in stamps]

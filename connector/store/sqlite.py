@@ -192,7 +192,7 @@ class SqliteStore:
         try:
             while True:
                 await asyncio.sleep(_CHECKPOINT_EVERY)
-                job = asyncio.ensure_future(asyncio.to_thread(self.checkpoint, checkpointer))
+                job = asyncio.ensure_future(asyncio.to_thread(self._checkpoint, checkpointer))
                 try:
                     await asyncio.shield(job)
                 except asyncio.CancelledError:
@@ -203,10 +203,9 @@ class SqliteStore:
         finally:
             checkpointer.close()
 
-    def checkpoint(self, db: sqlite3.Connection | None = None) -> tuple[int, int]:
-        """One PASSIVE checkpoint: (frames in the WAL, frames now copied back)."""
-        _, frames, copied = (db or self.db).execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        return int(frames), int(copied)
+    @staticmethod
+    def _checkpoint(db: sqlite3.Connection) -> None:
+        db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
     def _migrate(self) -> None:
         # BEGIN IMMEDIATE serialises processes starting at once: each sees the version the
@@ -237,8 +236,8 @@ class SqliteStore:
             self._db = None
 
     @contextmanager
-    def _tx(self, db: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
-        db = db or self.db
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self.db
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
