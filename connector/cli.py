@@ -1,4 +1,4 @@
-"""The `connector` command: serve (web + dispatcher), worker (dispatcher alone), migrate, purge."""
+"""The `connector` command: serve, worker (dispatcher alone), migrate, purge, replay, demo."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import time
 import uvicorn
 
 from connector import demo, logs
+from connector.api import deadletters
 from connector.app import Front, create_app
+from connector.errors import BadRequest, ConnectorError
 from connector.services import Services
 from connector.settings import Settings, SettingsError
 
@@ -68,6 +70,18 @@ async def _purge(settings: Settings) -> int:
         await services.store.close()
 
 
+async def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    which = deadletters.dead_filter(args.host, args.since, args.until)
+    if not args.id and not deadletters.filter_given(which) and not args.all:
+        raise BadRequest("give --id, a filter (--host, --since, --until) or --all")
+    services = Services.build(settings)
+    await services.store.open()
+    try:
+        return await deadletters.replay_now(services, which, args.id or None)
+    finally:
+        await services.store.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="connector", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("worker", help="run the report dispatcher alone")
     commands.add_parser("migrate", help="apply schema migrations and exit")
     commands.add_parser("purge", help="forget messages older than the retention and exit")
+    replay = commands.add_parser(
+        "replay", help="queue dead-lettered reports for delivery again and print how many")
+    replay.add_argument("--id", type=int, action="append", help="outbox id (repeatable)")
+    replay.add_argument("--host", help="only reports to this callback URL host")
+    replay.add_argument("--since", help="dead-lettered at or after (RFC 3339, e.g. ...Z)")
+    replay.add_argument("--until", help="dead-lettered before (RFC 3339)")
+    replay.add_argument("--all", action="store_true", help="every dead letter")
     commands.add_parser("demo", help="show one message's round trip on loopback, no account")
     args = parser.parse_args(argv)
     if args.command == "demo":
@@ -93,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_worker(settings))
     elif args.command == "migrate":
         asyncio.run(_migrate(settings))
+    elif args.command == "replay":
+        try:
+            print(f"replayed {asyncio.run(_replay(settings, args))} dead letters")
+        except ConnectorError as exc:
+            print(f"connector replay: {exc.message}", file=sys.stderr)
+            return 2 if isinstance(exc, BadRequest) else 1
     else:
         print(f"purged {asyncio.run(_purge(settings))} messages")
     return 0

@@ -36,6 +36,8 @@ REPORT_ATTEMPTS: Final = Counter("connector_report_attempts_total",
                                  ["outcome"])
 DEAD_LETTERS: Final = Counter("connector_dead_letters_total",
                               "Delivery reports given up on")
+REPLAYS: Final = Counter("connector_report_replays_total",
+                         "Dead-lettered reports an operator queued for delivery again")
 
 
 class OutboxSnapshot:
@@ -45,8 +47,10 @@ class OutboxSnapshot:
         self.depth = 0
         self.oldest_age = 0.0
         self.dead = 0
+        self.store_up = 1  # whether this scrape's read of the store answered
 
     def update(self, depth: int, oldest_created_at: float | None, dead: int) -> None:
+        self.store_up = 1
         self.depth = depth
         self.oldest_age = 0.0 if oldest_created_at is None else time.time() - oldest_created_at
         self.dead = dead
@@ -64,6 +68,9 @@ class _OutboxCollector(Collector):
                                 value=self.snapshot.oldest_age)
         yield GaugeMetricFamily("connector_outbox_dead", "Dead-lettered reports kept",
                                 value=self.snapshot.dead)
+        yield GaugeMetricFamily("connector_store_up",
+                                "1 when the store answered this scrape's read, else 0",
+                                value=self.snapshot.store_up)
 
 
 def render(snapshot: OutboxSnapshot) -> tuple[bytes, str]:

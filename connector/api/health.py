@@ -38,7 +38,9 @@ async def metrics(request: Request) -> Response:
     try:
         services.outbox_gauges.update(*await services.store.outbox_stats())
     except StoreUnavailable:
-        pass  # counters still render; the gauges keep their last reading
+        # Counters still render and the outbox gauges keep their last reading; store_up
+        # says so, for the alert.
+        services.outbox_gauges.store_up = 0
     body, content_type = render(services.outbox_gauges)
     return Response(body, media_type=content_type)
 

@@ -101,7 +101,7 @@ class LeasedReport(msgspec.Struct, frozen=True, kw_only=True):
     url: str
     payload: bytes
     attempts: int
-    created_at: float
+    created_at: float  # where the retry horizon starts: creation, or the latest replay
 
 
 class ReportAttempt(msgspec.Struct, frozen=True, kw_only=True):
@@ -127,6 +127,27 @@ class Suppression(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
     vendor_code: str | None
     created_at: float
+
+
+class DeadLetterFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """Which dead letters: by callback URL host and by when they were dead-lettered."""
+
+    host: str | None = None  # lower case, as urllib.parse reads it
+    since: float | None = None  # dead-lettered at or after
+    until: float | None = None  # dead-lettered before
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """A report given up on, as the operator API lists it."""
+
+    id: int  # the outbox id
+    event_id: str
+    message_id: str
+    url: str
+    created_at: float
+    dead_at: float
+    attempts: int  # since it was created, or since its latest replay
+    last_error: str | None
 
 
 # Builds the report for a status change inside the store's transaction (None: no report).
@@ -199,3 +220,13 @@ class Store(Protocol):
 
     async def unsuppress(self, account: str, number: str) -> bool:
         """Forget an entry; False when there was none."""
+
+    async def dead_letters(self, which: DeadLetterFilter, after: int, limit: int
+                           ) -> list[DeadLetter]:
+        """Dead letters matching `which` with an outbox id above `after`, oldest id first."""
+
+    async def replay_dead(self, which: DeadLetterFilter, ids: list[int] | None,
+                          now: float) -> int:
+        """Queue matching dead letters (of `ids` when given) for delivery again, at once:
+        attempts start over and the retry horizon runs from `now`. Rows not dead (delivered,
+        pending, already replayed) are left alone. Answers how many were queued."""

@@ -12,8 +12,11 @@ import msgspec
 
 from connector.errors import StoreUnavailable
 from connector.model import Applied, Status, StatusUpdate
+from connector.store import deadletters
 from connector.store.base import (
     Claim,
+    DeadLetter,
+    DeadLetterFilter,
     LeasedReport,
     MessageRow,
     NewMessage,
@@ -145,7 +148,7 @@ _LEASE: Final = (
     "UPDATE outbox SET lease_until = $1, leased_by = $2 WHERE id IN ("
     "SELECT id FROM outbox WHERE state = 'pending' AND next_at <= $3 AND lease_until <= $3 "
     "ORDER BY next_at LIMIT $4 FOR UPDATE SKIP LOCKED) "
-    "RETURNING id, event_id, url, payload, attempts, created_at"
+    "RETURNING id, event_id, url, payload, attempts, COALESCE(replayed_at, created_at)"
 )
 # Every result of a dispatch round in one atomic statement, whatever the batch size.
 _REPORTS_DONE: Final = (
@@ -587,10 +590,22 @@ class PostgresStore:
         async with self._conn() as conn:
             stats = await conn.fetchrow(
                 "SELECT COUNT(*) FILTER (WHERE state = 'pending'), "
-                "MIN(created_at) FILTER (WHERE state = 'pending'), "
+                "MIN(COALESCE(replayed_at, created_at)) FILTER (WHERE state = 'pending'), "
                 "COUNT(*) FILTER (WHERE state = 'dead') FROM outbox")
         depth, oldest, dead = stats if stats is not None else (0, None, 0)
         return int(depth), oldest, int(dead)
+
+    async def dead_letters(self, which: DeadLetterFilter, after: int, limit: int
+                           ) -> list[DeadLetter]:
+        query, params = deadletters.list_query(which, after, limit, postgres=True)
+        async with self._conn() as conn:
+            return deadletters.rows(await conn.fetch(query, *params))
+
+    async def replay_dead(self, which: DeadLetterFilter, ids: list[int] | None,
+                          now: float) -> int:
+        statement, params = deadletters.replay_statement(which, ids, now, postgres=True)
+        async with self._conn() as conn:
+            return int(await conn.fetchval(statement, *params))
 
     async def purge(self, before: float) -> int:
         """Forget messages created before `before` whose reports are finished, in batches."""

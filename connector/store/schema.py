@@ -96,4 +96,10 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     # 4: nothing here. PostgreSQL's migration 4 adds the token buckets replicas share; a
     # SQLite deployment counts rates per process. Kept so the numbers match.
     "",
+    # 5 (branch h14-ops): an operator may queue a dead letter again; its retry horizon then
+    # runs from replayed_at. The partial index serves the dead-letter list and its count.
+    """
+    ALTER TABLE outbox ADD COLUMN replayed_at REAL;
+    CREATE INDEX outbox_dead ON outbox (id) WHERE state = 'dead'
+    """,
 )

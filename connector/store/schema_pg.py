@@ -118,4 +118,9 @@ MIGRATIONS_PG: Final[tuple[str, ...]] = (
         last_wait DOUBLE PRECISION NOT NULL DEFAULT 0
     )
     """,
+    # 5 (branch h14-ops): dead letters an operator replays (see schema.py).
+    """
+    ALTER TABLE outbox ADD COLUMN replayed_at DOUBLE PRECISION;
+    CREATE INDEX outbox_dead ON outbox (id) WHERE state = 'dead'
+    """,
 )

@@ -22,8 +22,11 @@ import structlog
 
 from connector.errors import StoreUnavailable
 from connector.model import Applied, Status, StatusUpdate
+from connector.store import deadletters
 from connector.store.base import (
     Claim,
+    DeadLetter,
+    DeadLetterFilter,
     LeasedReport,
     MessageRow,
     NewMessage,
@@ -540,7 +543,8 @@ class SqliteStore:
                 "UPDATE outbox SET lease_until = ?, leased_by = ? WHERE id IN ("
                 "SELECT id FROM outbox WHERE state = 'pending' AND next_at <= ? "
                 "AND lease_until <= ? ORDER BY next_at LIMIT ?) "
-                "RETURNING id, event_id, url, payload, attempts, created_at",
+                "RETURNING id, event_id, url, payload, attempts, "
+                "COALESCE(replayed_at, created_at)",  # a replay's horizon runs from it
                 (now + lease_seconds, worker, now, now, limit),
             ).fetchall()
         return [LeasedReport(id=r[0], event_id=r[1], url=r[2], payload=r[3], attempts=r[4],
@@ -594,10 +598,25 @@ class SqliteStore:
 
     async def outbox_stats(self) -> tuple[int, float | None, int]:
         with self._errors() as db:
-            depth, oldest = db.execute("SELECT COUNT(*), MIN(created_at) FROM outbox "
+            depth, oldest = db.execute("SELECT COUNT(*), MIN(COALESCE(replayed_at, "
+                                       "created_at)) FROM outbox "
                                        "WHERE state = 'pending'").fetchone()
             (dead,) = db.execute("SELECT COUNT(*) FROM outbox WHERE state = 'dead'").fetchone()
         return int(depth), oldest, int(dead)
+
+    async def dead_letters(self, which: DeadLetterFilter, after: int, limit: int
+                           ) -> list[DeadLetter]:
+        query, params = deadletters.list_query(which, after, limit, postgres=False)
+        with self._errors() as db:
+            deadletters.prepare_sqlite(db)
+            return deadletters.rows(db.execute(query, params).fetchall())
+
+    async def replay_dead(self, which: DeadLetterFilter, ids: list[int] | None,
+                          now: float) -> int:
+        statement, params = deadletters.replay_statement(which, ids, now, postgres=False)
+        with self._tx() as db:
+            deadletters.prepare_sqlite(db)
+            return int(db.execute(statement, params).rowcount)
 
     async def suppress(self, account: str, number: str, reason: str, vendor_code: str | None,
                        now: float) -> None:
