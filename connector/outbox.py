@@ -226,12 +226,15 @@ class Dispatcher:
         self._wake.set()  # its URL may have more due, and there is room for more
 
     async def _deliver(self, items: list[LeasedReport]) -> None:
-        results = await self._post(items)
         try:
+            results = await self._post(items)
             written = await self.store.reports_done(self.worker, results, time.time())
         except ConnectorError as exc:
             # The leases expire and the reports go again: receivers drop repeats by event_id.
-            log.warning("report_result_lost", error=exc.message, events=len(results))
+            log.warning("report_result_lost", error=exc.message, events=len(items))
+            return
+        except Exception:
+            log.exception("dispatcher_error")  # a task's error is nobody else's to handle
             return
         if written < len(results):
             log.warning("report_lease_lost", events=len(results) - written)
