@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -17,6 +18,8 @@ from connector.errors import BadRequest, ConnectorError
 from connector.http import cached_url
 
 _DNS_TTL: Final = 60.0
+# Parsers disagree on these (urlsplit drops tabs, httpx refuses them, browsers read \ as /).
+_UNSAFE: Final = re.compile(r"[\x00-\x20\x7f\\]")
 _DNS_CACHE_SIZE: Final = 4096
 # IPv6 forms that carry an IPv4 address a gateway will reach: judged by that address.
 _NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
@@ -88,7 +91,7 @@ class AddressGuard:
 
         `hosts` is the allow-list to apply (None: any host).
         """
-        if any(ord(c) <= 0x20 or c in "\x7f\\" for c in url):
+        if _UNSAFE.search(url):
             raise UrlRefused(f"{what} must not contain spaces, control characters or '\\'")
         try:
             parts = urlsplit(url)

@@ -88,6 +88,7 @@ def test_ipv6_forms_are_judged_by_the_ipv4_they_carry(address: str, public: bool
     pytest.param("https://hooks.exa\tmple.com/r", "control", id="tab"),
     pytest.param("https://hooks.example.com/r\n", "control", id="newline"),
     pytest.param("https://hooks.example.com/a b", "spaces", id="space"),
+    pytest.param("https://evil.example\\@hooks.example.com/", "control", id="backslash"),
 ])
 async def test_urls_outbound_requests_cannot_carry_are_refused(url: str, words: str) -> None:
     guard = AddressGuard(allow_private=True, allow_http=True)
