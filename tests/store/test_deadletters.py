@@ -21,7 +21,7 @@ async def report(store: Store, url: str, dead_at: float | None) -> int:
     (item,) = await store.lease_reports("w", at, 10, 30)
     outcome = "delivered" if dead_at is None else "dead"
     error = None if dead_at is None else "HTTP 404"
-    await store.reports_done([(item.id, ReportAttempt(at=at, outcome=outcome, status_code=404,
+    await store.reports_done("w", [(item.id, ReportAttempt(at=at, outcome=outcome, status_code=404,
                                                       error=error), None)], at)
     return item.id
 
@@ -66,7 +66,7 @@ async def test_replay_queues_dead_rows_once_with_a_fresh_horizon(store: Store) -
     (again,) = await store.lease_reports("w", NOW + 100, 10, 30)
     assert (again.id, again.attempts, again.created_at) == (dead, 0, NOW + 100)
     ok = ReportAttempt(at=NOW + 100, outcome="delivered", status_code=200, error=None)
-    await store.reports_done([(again.id, ok, None)], NOW + 100)
+    await store.reports_done("w", [(again.id, ok, None)], NOW + 100)
     assert await store.replay_dead(ANY, [dead], NOW + 200) == 0  # delivered: a no-op
     assert await store.lease_reports("w", NOW + 300, 10, 30) == []
 
