@@ -15,8 +15,9 @@ from urllib.parse import urlencode
 import aiohttp
 import httpx
 import msgspec
+from aiohttp.abc import AbstractResolver
 
-from connector.errors import AmbiguousOutcome, VendorTimeout, VendorUnavailable
+from connector.errors import AmbiguousOutcome, VendorRejected, VendorTimeout, VendorUnavailable
 
 FORM: Final = "application/x-www-form-urlencoded"
 JSON: Final = "application/json"
@@ -55,14 +56,18 @@ def request(method: str, url: str, headers: Mapping[str, str], *,
 class HttpClient:
     """Sends httpx.Requests over a pooled aiohttp session; started in the app's lifespan."""
 
-    def __init__(self, *, limit: int = 256) -> None:
+    def __init__(self, *, limit: int = 256, resolver: AbstractResolver | None = None) -> None:
         self._limit = limit
+        self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=60,
-                                             enable_cleanup_closed=True)
+            # A resolver of our own (the address guard's, netcheck.PinnedResolver) caches
+            # what it checked; aiohttp's cache on top would only hide its expiry.
+            connector = aiohttp.TCPConnector(
+                limit=self._limit, enable_cleanup_closed=True, resolver=self._resolver,
+                use_dns_cache=self._resolver is None, ttl_dns_cache=60)
             self._session = aiohttp.ClientSession(
                 connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",),
                 headers={"User-Agent": "channel-api-connector"},
@@ -96,6 +101,11 @@ class HttpClient:
         except aiohttp.ClientConnectorError as exc:
             raise VendorUnavailable(f"{what}: cannot connect ({exc.os_error.strerror or 'refused'})"
                                     ) from None
+        except (ValueError, httpx.InvalidURL) as exc:
+            # A URL aiohttp cannot request (e.g. credentials beside an Authorization header):
+            # nothing left, and trying again cannot help.
+            raise VendorRejected(f"{what}: the URL cannot be requested ({type(exc).__name__})",
+                                 code="invalid_url") from None
         except TimeoutError:
             raise AmbiguousOutcome(f"{what}: no answer within {timeout:g}s") from None
         except aiohttp.ClientError as exc:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import random
 import time
 import uuid
 from collections import defaultdict
 from typing import Final
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -35,6 +37,8 @@ log = structlog.get_logger("connector.outbox")
 _RETRY_STATUSES: Final = frozenset({408, 429})
 _IDLE_POLL: Final = 0.5  # other processes' reports are noticed within this
 _MAINTENANCE_EVERY: Final = 60.0
+_IN_FLIGHT: Final = 64  # report POSTs in flight at once, per process
+_URL_CHUNKS: Final = 4  # a URL's leases per round, in batches: its backlog cannot take them all
 _encode = msgspec.json.Encoder()
 
 
@@ -99,6 +103,8 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._lease_seconds = settings.report_timeout * 3 + 30
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._busy: dict[str, int] = {}  # URL -> its chunks in flight
 
     def wake(self) -> None:
         self._wake.set()
@@ -116,8 +122,9 @@ class Dispatcher:
                 if now >= next_maintenance:
                     await self._maintain(now)
                     next_maintenance = now + _MAINTENANCE_EVERY
+                self._wake.clear()  # a wake from here on is seen by the idle wait below
                 try:
-                    worked = await self.deliver_due()
+                    worked = await self.start_due()
                 except ConnectorError as exc:
                     log.warning("dispatcher_store_error", error=exc.message)
                     worked = False
@@ -132,11 +139,21 @@ class Dispatcher:
                         log.exception("dispatcher_error")
                         await asyncio.sleep(_IDLE_POLL)
         finally:
+            await self._finish_in_flight()
             try:
                 await self.store.release_reports(self.worker)
             except ConnectorError:
                 pass  # leases expire by themselves
             log.info("dispatcher_stopped", worker=self.worker)
+
+    async def _finish_in_flight(self) -> None:
+        """At shutdown: let POSTs in flight end (as a round used to), then give up on them."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=self.settings.report_timeout)
+        for task in set(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
 
     async def _idle(self) -> None:
         try:
@@ -144,7 +161,8 @@ class Dispatcher:
         except ConnectorError:
             due = None  # the store is away: look again after the usual pause
         wait = _IDLE_POLL if due is None else min(_IDLE_POLL, max(0.0, due - time.time()))
-        self._wake.clear()
+        if wait == 0.0 and self._tasks:
+            wait = _IDLE_POLL  # what is due waits for its URL's POSTs: each end wakes us
         try:
             await asyncio.wait_for(self._wake.wait(), wait)
         except TimeoutError:
@@ -165,20 +183,58 @@ class Dispatcher:
             log.info("maintenance", ambiguous_failed=expired, purged=purged)
 
     async def deliver_due(self) -> bool:
-        """Deliver one round of due reports; False when there was nothing to do."""
+        """One whole round, waited for: lease, deliver, record. False when nothing was due."""
+        started = await self.start_due()
+        await self.settle()
+        return started
+
+    async def settle(self) -> None:
+        """Wait until every POST started so far has finished and been recorded."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    async def start_due(self) -> bool:
+        """Lease due reports and start their POSTs, each URL on its own; False when nothing
+        was leased. A slow URL holds only its own reports: its chunks run as separate tasks,
+        each records its result as it finishes, and a URL with POSTs in flight gets no more
+        leases here until they end."""
+        if len(self._tasks) >= _IN_FLIGHT:
+            await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
         batch = self.settings.report_batch
-        leased = await self.store.lease_reports(self.worker, time.time(), batch * 8,
-                                                self._lease_seconds)
+        room = _IN_FLIGHT - len(self._tasks)
+        leased = await self.store.lease_reports(
+            self.worker, time.time(), min(batch * 8, room * batch), self._lease_seconds,
+            per_url=batch * _URL_CHUNKS, skip_urls=list(self._busy))
         if not leased:
             return False
         by_url: dict[str, list[LeasedReport]] = defaultdict(list)
         for item in leased:
             by_url[item.url].append(item)
-        chunks = [items[i:i + batch] for items in by_url.values()
-                  for i in range(0, len(items), batch)]
-        results = await asyncio.gather(*(self._post(chunk) for chunk in chunks))
-        await self.store.reports_done([r for chunk in results for r in chunk], time.time())
+        for url, items in by_url.items():
+            for i in range(0, len(items), batch):
+                self._busy[url] = self._busy.get(url, 0) + 1
+                task = asyncio.create_task(self._deliver(items[i:i + batch]))
+                self._tasks.add(task)
+                task.add_done_callback(functools.partial(self._finished, url))
         return True
+
+    def _finished(self, url: str, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        left = self._busy.pop(url) - 1
+        if left:
+            self._busy[url] = left
+        self._wake.set()  # its URL may have more due, and there is room for more
+
+    async def _deliver(self, items: list[LeasedReport]) -> None:
+        results = await self._post(items)
+        try:
+            written = await self.store.reports_done(self.worker, results, time.time())
+        except ConnectorError as exc:
+            # The leases expire and the reports go again: receivers drop repeats by event_id.
+            log.warning("report_result_lost", error=exc.message, events=len(results))
+            return
+        if written < len(results):
+            log.warning("report_lease_lost", events=len(results) - written)
 
     async def _post(self, items: list[LeasedReport]
                     ) -> list[tuple[int, ReportAttempt, float | None]]:
@@ -201,6 +257,10 @@ class Dispatcher:
             retry_after = _seconds(answer.headers.get("retry-after"))
         except ConnectorError as exc:
             error, retryable = exc.message, exc.retryable
+        except Exception as exc:
+            # Whatever one POST raises is this chunk's failed attempt, never the others'.
+            log.exception("report_post_error")
+            error, retryable = f"unexpected {type(exc).__name__}", True
         outcome = "delivered" if error is None else "retry" if retryable else "dead"
         results = []
         for item in items:
@@ -220,7 +280,7 @@ class Dispatcher:
             metrics.REPORT_ATTEMPTS.labels(attempt.outcome).inc()
             if attempt.outcome == "dead":
                 metrics.DEAD_LETTERS.inc()
-        log.info("report_attempt", url_host=httpx.URL(url).host, events=len(items),
+        log.info("report_attempt", url_host=_host(url), events=len(items),
                  status_code=status, outcome=outcome, error=error,
                  ms=round((time.time() - started) * 1000, 1))
         return results
@@ -230,6 +290,13 @@ class Dispatcher:
                       self.settings.report_backoff * 2 ** min(attempts, 30))
         delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # equal jitter
         return float(max(delay, retry_after or 0.0))
+
+
+def _host(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname  # any stored URL, even one no client could request
+    except ValueError:
+        return None
 
 
 def _seconds(raw: str | None) -> float | None:

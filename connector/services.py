@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from connector.http import HttpClient
 from connector.metrics import OutboxSnapshot
-from connector.netcheck import AddressGuard
+from connector.netcheck import AddressGuard, PinnedResolver
 from connector.outbox import Dispatcher, report_builder
 from connector.rules import Rules
 from connector.senders import Pools
@@ -38,9 +38,9 @@ class Services:
     def build(cls, settings: Settings, store: Store | None = None) -> Services:
         settings = settings.with_generated_secrets()
         store = store or open_store(settings)
-        http = HttpClient()
         guard = AddressGuard(allow_private=settings.allow_private_networks,
                              allow_http=settings.allow_http)
+        http = HttpClient(resolver=PinnedResolver(guard))  # connects only where guard checked
         tokens = CallbackTokens(settings.secret_key)
         sender = Sender(store, http, settings, tokens)
         # Shared buckets when there is somewhere to share them; see connector/throttle.

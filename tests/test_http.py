@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 
-from connector.errors import AmbiguousOutcome, VendorUnavailable
+from connector.errors import AmbiguousOutcome, VendorRejected, VendorUnavailable
 from connector.http import HttpClient
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -82,3 +82,22 @@ async def test_answer_arrives_as_httpx_response(client: HttpClient) -> None:
     assert answer.status_code == 201
     assert answer.json() == {"sid": "S"}
     assert answer.headers["retry-after"] == "3"
+
+
+async def test_a_url_aiohttp_refuses_is_a_permanent_error_and_nothing_is_sent(
+        client: HttpClient) -> None:
+    accepted: list[int] = []
+
+    async def count(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        writer.close()
+
+    server, url = await serve(count)
+    port = url.split(":")[2].split("/")[0]
+    async with server:  # credentials in the URL beside an Authorization header: ValueError
+        with pytest.raises(VendorRejected) as caught:
+            await client.send(httpx.Request("POST", f"http://u:p@127.0.0.1:{port}/x", content=b"[]",
+                                            headers={"Authorization": "jwt"}), 2.0,
+                              what="report")
+    assert (caught.value.code, caught.value.retryable) == ("invalid_url", False)
+    assert accepted == []

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
+import httpx
 import pytest
 
-from connector.netcheck import AddressGuard, UrlRefused, host_allowed
+from connector.errors import VendorUnavailable
+from connector.http import HttpClient
+from connector.netcheck import (
+    AddressGuard,
+    DnsUnavailable,
+    PinnedResolver,
+    UrlRefused,
+    host_allowed,
+    is_public,
+)
 
 
 @pytest.mark.parametrize(("host", "patterns", "allowed"), [
@@ -50,3 +63,119 @@ async def test_public_ip_allowed_and_private_allowed_when_configured() -> None:
 async def test_refused_urls(url: str, hosts: list[str] | None) -> None:
     with pytest.raises(UrlRefused):
         await AddressGuard(allow_private=False, allow_http=False).check(url, "x", hosts)
+
+
+@pytest.mark.parametrize(("address", "public"), [
+    pytest.param("64:ff9b::7f00:1", False, id="nat64-loopback"),
+    pytest.param("64:ff9b::a01:203", False, id="nat64-private"),
+    pytest.param("64:ff9b::808:808", True, id="nat64-public"),
+    pytest.param("64:ff9b:1::808:808", False, id="nat64-local-use"),
+    pytest.param("2002:7f00:1::1", False, id="6to4-loopback"),
+    pytest.param("2002:a9fe:a9fe::1", False, id="6to4-link-local"),
+    pytest.param("2002:808:808::1", True, id="6to4-public"),
+    pytest.param("::127.0.0.1", False, id="ipv4-compatible-loopback"),
+    pytest.param("::10.0.0.1", False, id="ipv4-compatible-private"),
+    pytest.param("::ffff:10.0.0.1", False, id="ipv4-mapped-private"),
+    pytest.param("2606:4700::1111", True, id="plain-public-v6"),
+])
+def test_ipv6_forms_are_judged_by_the_ipv4_they_carry(address: str, public: bool) -> None:
+    assert is_public(address) is public
+
+
+@pytest.mark.parametrize(("url", "words"), [
+    pytest.param("https://u:p@hooks.example.com/r", "credentials", id="userinfo"),
+    pytest.param("https://u@hooks.example.com/r", "credentials", id="user-only"),
+    pytest.param("https://hooks.exa\tmple.com/r", "control", id="tab"),
+    pytest.param("https://hooks.example.com/r\n", "control", id="newline"),
+    pytest.param("https://hooks.example.com/a b", "spaces", id="space"),
+])
+async def test_urls_outbound_requests_cannot_carry_are_refused(url: str, words: str) -> None:
+    guard = AddressGuard(allow_private=True, allow_http=True)
+    with pytest.raises(UrlRefused) as refused:
+        await guard.check(url, "callback_url", None)
+    assert refused.value.message.startswith("callback_url ") and words in refused.value.message
+
+
+class FakeDns:
+    """A resolver the test controls: answers in turn, an OSError entry raises it."""
+
+    def __init__(self, *answers: list[str] | OSError) -> None:
+        self.answers = list(answers)
+        self.asked: list[str] = []
+
+    async def __call__(self, host: str) -> list[str]:
+        self.asked.append(host)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, OSError):
+            raise answer
+        return answer
+
+
+async def test_a_resolver_failure_is_retryable_and_not_remembered() -> None:
+    dns = FakeDns(socket.gaierror(socket.EAI_AGAIN, "Temporary failure"), ["8.8.4.4"])
+    guard = AddressGuard(allow_private=False, allow_http=False, resolve=dns)
+    with pytest.raises(DnsUnavailable) as failed:
+        await guard.check("https://hooks.example.com/r", "callback_url", None)
+    assert (failed.value.status, failed.value.retryable) == (503, True)
+    assert "callback_url" in failed.value.message
+    assert await guard.check("https://hooks.example.com/r", "callback_url", None)
+    assert await guard.check("https://hooks.example.com/r", "callback_url", None)
+    assert dns.asked == ["hooks.example.com"] * 2  # the good answer is cached
+
+
+async def test_the_connection_uses_the_checked_addresses_not_a_second_answer() -> None:
+    dns = FakeDns(["8.8.4.4"], ["127.0.0.1"])  # public when checked, loopback afterwards
+    guard = AddressGuard(allow_private=False, allow_http=False, resolve=dns)
+    await guard.check("https://rebind.example/r", "callback_url", None)
+    (pinned,) = await PinnedResolver(guard).resolve("rebind.example", 443)
+    assert (pinned["host"], pinned["hostname"], pinned["port"]) == ("8.8.4.4", "rebind.example",
+                                                                    443)
+    assert dns.asked == ["rebind.example"]
+
+
+async def listener() -> tuple[asyncio.Server, list[int]]:
+    accepted: list[int] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(answer, "127.0.0.1", 0), accepted
+
+
+async def test_a_rebinding_host_never_reaches_the_loopback_listener() -> None:
+    server, accepted = await listener()
+    port = server.sockets[0].getsockname()[1]
+    # ttl=0: the connection's own look-up comes after the check and answers loopback
+    dns = FakeDns(["8.8.4.4"], ["127.0.0.1"])
+    guard = AddressGuard(allow_private=False, allow_http=True, resolve=dns, ttl=0.0)
+    http = HttpClient(resolver=PinnedResolver(guard))
+    url = f"http://rebind.example:{port}/r"
+    async with server:
+        try:
+            await guard.check(url, "callback_url", None)
+            with pytest.raises(VendorUnavailable):
+                await http.send(httpx.Request("POST", url, content=b"[]"), 2.0, what="report")
+        finally:
+            await http.close()
+    assert dns.asked == ["rebind.example"] * 2
+    assert accepted == []
+
+
+async def test_private_networks_allowed_still_connect_by_name() -> None:
+    server, accepted = await listener()
+    port = server.sockets[0].getsockname()[1]
+    guard = AddressGuard(allow_private=True, allow_http=True, resolve=FakeDns(["127.0.0.1"]))
+    http = HttpClient(resolver=PinnedResolver(guard))
+    url = f"http://receiver.test:{port}/r"
+    async with server:
+        try:
+            await guard.check(url, "callback_url", None)
+            answer = await http.send(httpx.Request("POST", url, content=b"[]"), 2.0,
+                                     what="report")
+        finally:
+            await http.close()
+    assert answer.status_code == 204 and accepted == [1]

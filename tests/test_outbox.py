@@ -212,12 +212,12 @@ async def test_dispatcher_survives_a_store_outage(parts: tuple[SqliteStore, Disp
     real_lease = store.lease_reports
     calls = 0
 
-    async def flaky_lease(*args: Any) -> list[LeasedReport]:
+    async def flaky_lease(*args: Any, **kwargs: Any) -> list[LeasedReport]:
         nonlocal calls
         calls += 1
         if calls <= 2:
             raise StoreUnavailable("database restarting")
-        return await real_lease(*args)
+        return await real_lease(*args, **kwargs)
 
     store.lease_reports = flaky_lease  # type: ignore[method-assign]
     task = asyncio.create_task(dispatcher.run())

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Final, Protocol
 
 import msgspec
 
@@ -129,6 +129,9 @@ class Suppression(msgspec.Struct, frozen=True, kw_only=True):
     created_at: float
 
 
+# lease_reports looks at this many times `limit` due reports to pick from, per URL capped.
+LEASE_WINDOW: Final = 4
+
 # Builds the report for a status change inside the store's transaction (None: no report).
 ReportBuilder = Callable[[MessageRow, StatusUpdate, float], OutboxEntry | None]
 
@@ -169,12 +172,19 @@ class Store(Protocol):
     async def expire_ambiguous(self, older_than: float, now: float,
                                report: ReportBuilder) -> int: ...
 
-    async def lease_reports(self, worker: str, now: float, limit: int,
-                            lease_seconds: float) -> list[LeasedReport]: ...
+    async def lease_reports(self, worker: str, now: float, limit: int, lease_seconds: float,
+                            *, per_url: int | None = None,
+                            skip_urls: Sequence[str] = ()) -> list[LeasedReport]:
+        """Lease up to `limit` due reports, earliest first: at most `per_url` for one URL,
+        none for `skip_urls`."""
 
-    async def reports_done(self, results: list[tuple[int, ReportAttempt, float | None]],
-                           now: float) -> None:
-        """Record attempts: outcome delivered/dead ends a report; retry sets its next time."""
+    async def reports_done(self, worker: str,
+                           results: list[tuple[int, ReportAttempt, float | None]],
+                           now: float) -> int:
+        """Record attempts: outcome delivered/dead ends a report; retry sets its next time.
+
+        Only reports `worker` still holds are written (with their attempts); returns how many.
+        """
 
     async def release_reports(self, worker: str) -> None: ...
 

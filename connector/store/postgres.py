@@ -13,6 +13,7 @@ import msgspec
 from connector.errors import StoreUnavailable
 from connector.model import Applied, Status, StatusUpdate
 from connector.store.base import (
+    LEASE_WINDOW,
     Claim,
     LeasedReport,
     MessageRow,
@@ -141,13 +142,21 @@ _STAMP_MANY_IF_UNCHANGED: Final = (
     "ON c.id = d.id WHERE d.event_id IS NOT NULL ON CONFLICT (event_id) DO NOTHING) "
     "SELECT id FROM changed"
 )
+# Candidates locked in due order (SKIP LOCKED keeps replicas apart), then at most `per_url` of
+# one URL leased, none of the URLs the worker is still busy with. The window cannot sit in
+# the locking SELECT itself (no FOR UPDATE beside window functions); the other candidates'
+# locks end with the statement.
 _LEASE: Final = (
-    "UPDATE outbox SET lease_until = $1, leased_by = $2 WHERE id IN ("
-    "SELECT id FROM outbox WHERE state = 'pending' AND next_at <= $3 AND lease_until <= $3 "
-    "ORDER BY next_at LIMIT $4 FOR UPDATE SKIP LOCKED) "
+    "WITH c AS (SELECT id, url, next_at FROM outbox WHERE state = 'pending' "
+    "AND next_at <= $3 AND lease_until <= $3 AND url <> ALL($5::text[]) "
+    "ORDER BY next_at LIMIT $6 FOR UPDATE SKIP LOCKED), "
+    "pick AS (SELECT id FROM (SELECT id, next_at, row_number() OVER (PARTITION BY url "
+    "ORDER BY next_at) AS n FROM c) w WHERE n <= $7 ORDER BY next_at LIMIT $4) "
+    "UPDATE outbox SET lease_until = $1, leased_by = $2 WHERE id IN (SELECT id FROM pick) "
     "RETURNING id, event_id, url, payload, attempts, created_at"
 )
-# Every result of a dispatch round in one atomic statement, whatever the batch size.
+# A chunk's results in one statement; only rows the worker still holds are written, and only
+# their attempts recorded (a worker whose lease expired must not undo another's delivery).
 _REPORTS_DONE: Final = (
     "WITH r AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::double precision[], "
     "$4::text[], $5::double precision[], $6::integer[]) WITH ORDINALITY "
@@ -156,15 +165,26 @@ _REPORTS_DONE: Final = (
     "state = CASE r.outcome WHEN 'retry' THEN 'pending' ELSE r.outcome END, "
     "next_at = COALESCE(r.next_at, o.next_at), last_error = r.error, "
     "done_at = CASE r.outcome WHEN 'retry' THEN NULL ELSE $7::double precision END "
-    "FROM r WHERE o.id = r.id) "
-    "INSERT INTO report_attempts (outbox_id, at, outcome, status_code, error) "
-    "SELECT id, at, outcome, status_code, error FROM r ORDER BY n"
+    "FROM r WHERE o.id = r.id AND o.leased_by = $8 AND o.state = 'pending' RETURNING o.id), "
+    "logged AS (INSERT INTO report_attempts (outbox_id, at, outcome, status_code, error) "
+    "SELECT r.id, r.at, r.outcome, r.status_code, r.error FROM r JOIN done ON done.id = r.id "
+    "ORDER BY r.n) "
+    "SELECT count(*) FROM done"
 )
-# SKIP LOCKED: a message whose status is being applied right now waits for the next purge.
-_PURGE: Final = (
-    "WITH doomed AS (SELECT id FROM messages m WHERE created_at < $1 AND NOT EXISTS ("
+# Purge in two statements of one transaction. The first locks old messages with no pending
+# report. A status change locks its message before it queues a report, so from then on none
+# can be added; the second statement, with a snapshot taken after the locks, sees every report
+# committed before them and deletes messages and their reports together. (In one statement a
+# report committed between its snapshot and its lock went unseen: its message was deleted and
+# the report left behind.)
+_PURGE_PICK: Final = (
+    "SELECT id FROM messages m WHERE created_at < $1 AND NOT EXISTS ("
     "SELECT 1 FROM outbox o WHERE o.message_id = m.id AND o.state = 'pending') "
-    "LIMIT $2 FOR UPDATE SKIP LOCKED), "
+    "LIMIT $2 FOR UPDATE SKIP LOCKED"
+)
+_PURGE: Final = (
+    "WITH doomed AS (SELECT d.id FROM unnest($1::text[]) AS d(id) WHERE NOT EXISTS ("
+    "SELECT 1 FROM outbox o WHERE o.message_id = d.id AND o.state = 'pending')), "
     "reports AS (DELETE FROM outbox WHERE message_id IN (SELECT id FROM doomed) RETURNING id), "
     "attempts AS (DELETE FROM report_attempts WHERE outbox_id IN (SELECT id FROM reports)), "
     "parts AS (DELETE FROM message_parts WHERE message_id IN (SELECT id FROM doomed)), "
@@ -536,22 +556,25 @@ class PostgresStore:
                 count += 1
         return count
 
-    async def lease_reports(self, worker: str, now: float, limit: int,
-                            lease_seconds: float) -> list[LeasedReport]:
+    async def lease_reports(self, worker: str, now: float, limit: int, lease_seconds: float,
+                            *, per_url: int | None = None,
+                            skip_urls: Sequence[str] = ()) -> list[LeasedReport]:
         async with self._conn() as conn:
-            rows = await conn.fetch(_LEASE, now + lease_seconds, worker, now, limit)
+            rows = await conn.fetch(_LEASE, now + lease_seconds, worker, now, limit,
+                                    list(skip_urls), limit * LEASE_WINDOW, per_url or limit)
         return [LeasedReport(id=r[0], event_id=r[1], url=r[2], payload=r[3], attempts=r[4],
                              created_at=r[5]) for r in rows]
 
-    async def reports_done(self, results: list[tuple[int, ReportAttempt, float | None]],
-                           now: float) -> None:
+    async def reports_done(self, worker: str,
+                           results: list[tuple[int, ReportAttempt, float | None]],
+                           now: float) -> int:
         if not results:
-            return
+            return 0
         async with self._conn() as conn:
-            await conn.execute(
+            return int(await conn.fetchval(
                 _REPORTS_DONE, [r[0] for r in results], [r[1].outcome for r in results],
                 [r[2] for r in results], [r[1].error for r in results],
-                [r[1].at for r in results], [r[1].status_code for r in results], now)
+                [r[1].at for r in results], [r[1].status_code for r in results], now, worker))
 
     async def release_reports(self, worker: str) -> None:
         async with self._conn() as conn:
@@ -597,10 +620,11 @@ class PostgresStore:
         removed = 0
         while True:
             # One short transaction per batch: no long lock over a big table.
-            async with self._conn() as conn:
-                count = int(await conn.fetchval(_PURGE, before, _PURGE_BATCH))
-            removed += count
-            if count < _PURGE_BATCH:
+            async with self._conn() as conn, conn.transaction():
+                ids = [r[0] for r in await conn.fetch(_PURGE_PICK, before, _PURGE_BATCH)]
+                if ids:
+                    removed += int(await conn.fetchval(_PURGE, ids))
+            if len(ids) < _PURGE_BATCH:
                 return removed
 
     async def suppress(self, account: str, number: str, reason: str, vendor_code: str | None,

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +24,7 @@ import structlog
 from connector.errors import StoreUnavailable
 from connector.model import Applied, Status, StatusUpdate
 from connector.store.base import (
+    LEASE_WINDOW,
     Claim,
     LeasedReport,
     MessageRow,
@@ -48,6 +50,15 @@ _STAMP: Final = (
     "UPDATE messages SET status = ?, vendor_message_id = ?, from_number = ?, segments = ?, "
     "error_code = ?, error_message = ?, handed_off_at = ?, delivered_at = ?, errored_at = ?, "
     "updated_at = ? WHERE id = ?"
+)
+# Due reports in due order, at most `per_url` of one URL, none of the URLs the worker is still
+# busy with; candidates are a bounded window, so a big backlog costs a bounded scan.
+_DUE: Final = (
+    "SELECT id FROM (SELECT id, next_at, row_number() OVER (PARTITION BY url "
+    "ORDER BY next_at) AS n FROM (SELECT id, url, next_at FROM outbox "
+    "WHERE state = 'pending' AND next_at <= ? AND lease_until <= ? "
+    "AND url NOT IN (SELECT value FROM json_each(?)) ORDER BY next_at LIMIT ?)) "
+    "WHERE n <= ? ORDER BY next_at LIMIT ?"
 )
 _CHECKPOINT_EVERY: Final = 1.0  # seconds between WAL checkpoints, off the event loop
 _BUSY_RETRY_FIRST: Final = 0.0005  # seconds; doubles while another process holds the lock
@@ -533,36 +544,41 @@ class SqliteStore:
                 count += 1
         return count
 
-    async def lease_reports(self, worker: str, now: float, limit: int,
-                            lease_seconds: float) -> list[LeasedReport]:
+    async def lease_reports(self, worker: str, now: float, limit: int, lease_seconds: float,
+                            *, per_url: int | None = None,
+                            skip_urls: Sequence[str] = ()) -> list[LeasedReport]:
         with self._tx() as db:
             rows = db.execute(
-                "UPDATE outbox SET lease_until = ?, leased_by = ? WHERE id IN ("
-                "SELECT id FROM outbox WHERE state = 'pending' AND next_at <= ? "
-                "AND lease_until <= ? ORDER BY next_at LIMIT ?) "
-                "RETURNING id, event_id, url, payload, attempts, created_at",
-                (now + lease_seconds, worker, now, now, limit),
+                f"UPDATE outbox SET lease_until = ?, leased_by = ? WHERE id IN ({_DUE})"
+                " RETURNING id, event_id, url, payload, attempts, created_at",
+                (now + lease_seconds, worker, now, now, json.dumps(list(skip_urls)),
+                 limit * LEASE_WINDOW, per_url or limit, limit),
             ).fetchall()
         return [LeasedReport(id=r[0], event_id=r[1], url=r[2], payload=r[3], attempts=r[4],
                              created_at=r[5]) for r in rows]
 
-    async def reports_done(self, results: list[tuple[int, ReportAttempt, float | None]],
-                           now: float) -> None:
+    async def reports_done(self, worker: str,
+                           results: list[tuple[int, ReportAttempt, float | None]],
+                           now: float) -> int:
+        written = 0
         with self._tx() as db:
-            db.executemany(
-                "UPDATE outbox SET attempts = attempts + 1, lease_until = 0, leased_by = NULL, "
-                "state = CASE ? WHEN 'retry' THEN 'pending' ELSE ? END, "
-                "next_at = COALESCE(?, next_at), last_error = ?, "
-                "done_at = CASE ? WHEN 'retry' THEN NULL ELSE ? END WHERE id = ?",
-                [(a.outcome, a.outcome, next_at, a.error, a.outcome, now, report_id)
-                 for report_id, a, next_at in results],
-            )
-            db.executemany(
-                "INSERT INTO report_attempts (outbox_id, at, outcome, status_code, error) "
-                "VALUES (?,?,?,?,?)",
-                [(report_id, a.at, a.outcome, a.status_code, a.error)
-                 for report_id, a, _ in results],
-            )
+            for report_id, a, next_at in results:
+                # Only while this worker still holds the report: after its lease expired,
+                # another may have delivered it, and this late word must not undo that.
+                if db.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, lease_until = 0, "
+                    "leased_by = NULL, state = CASE ? WHEN 'retry' THEN 'pending' ELSE ? END, "
+                    "next_at = COALESCE(?, next_at), last_error = ?, "
+                    "done_at = CASE ? WHEN 'retry' THEN NULL ELSE ? END "
+                    "WHERE id = ? AND leased_by = ? AND state = 'pending'",
+                    (a.outcome, a.outcome, next_at, a.error, a.outcome, now, report_id, worker),
+                ).rowcount:
+                    written += 1
+                    db.execute(
+                        "INSERT INTO report_attempts (outbox_id, at, outcome, status_code, "
+                        "error) VALUES (?,?,?,?,?)",
+                        (report_id, a.at, a.outcome, a.status_code, a.error))
+        return written
 
     async def release_reports(self, worker: str) -> None:
         with self._errors() as db:

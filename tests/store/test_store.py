@@ -193,13 +193,13 @@ async def test_retry_schedules_and_dead_letter_ends(store: Store) -> None:
     await store.apply_status(m.id, StatusUpdate(status=Status.DELIVERED), NOW, report_all)
     (item,) = await store.lease_reports("a", NOW, 10, 30)
     retry = ReportAttempt(at=NOW, outcome="retry", status_code=503, error="HTTP 503")
-    await store.reports_done([(item.id, retry, NOW + 60)], NOW)
+    assert await store.reports_done("a", [(item.id, retry, NOW + 60)], NOW) == 1
     assert await store.lease_reports("a", NOW + 59, 10, 30) == []
     assert await store.next_report_due() == NOW + 60
     (again,) = await store.lease_reports("a", NOW + 60, 10, 30)
     assert again.attempts == 1
     dead = ReportAttempt(at=NOW + 60, outcome="dead", status_code=404, error="HTTP 404")
-    await store.reports_done([(again.id, dead, None)], NOW + 60)
+    await store.reports_done("a", [(again.id, dead, None)], NOW + 60)
     assert await store.lease_reports("a", NOW + 9999, 10, 30) == []
     (view,) = await store.reports_for(m.id)
     assert view.state == "dead"
