@@ -58,3 +58,26 @@ def _execute(server: str, statement: str) -> str | None:
     except Exception as exc:  # any failure just means: no PostgreSQL runs
         return str(exc)
     return None
+
+
+def server_pids(database: str) -> list[int]:
+    """The PostgreSQL processes that work for `database`: its backends and the shared writers
+    (WAL writer, checkpointer, background writer) whose CPU a commit also costs."""
+    _server, name = database.rsplit("/", 1)
+
+    async def run() -> list[int]:
+        import asyncpg
+
+        conn = await asyncpg.connect(database, timeout=10)
+        try:
+            rows = await conn.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE (datname = $1 AND pid <> pg_backend_pid())"
+                " OR backend_type IN ('walwriter', 'checkpointer', 'background writer')", name)
+        finally:
+            await conn.close()
+        return [int(r["pid"]) for r in rows]
+
+    try:
+        return asyncio.run(run())
+    except Exception:  # the figure is then missing, not wrong
+        return []

@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 import common
 import freshdb
 import httpx
+import kannel
 import procs
 import report
 from stage import HERE, PY, ROOT, Stage, tail
@@ -88,7 +89,12 @@ class Bench:
                "CONNECTOR_DATA_DIR": str(data), "CONNECTOR_ALLOW_PRIVATE_NETWORKS": "true",
                "CONNECTOR_ALLOW_HTTP": "true", "CONNECTOR_VENDOR_HOSTS": "127.0.0.1",
                "CONNECTOR_REPORT_SECRET": common.REPORT_SECRET,
-               "CONNECTOR_LOG_LEVEL": self.args.log_level}
+               "CONNECTOR_LOG_LEVEL": self.args.log_level,
+               # count store statements per message (bench/hooks/sitecustomize.py)
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE / "hooks"),
+                                                           os.environ.get("PYTHONPATH")])),
+               "BENCH_STATEMENTS_DIR": str(data / "statements")}
+        (data / "statements").mkdir()
         env.pop("PORT", None)
         database = None
         if db == "postgresql":
@@ -109,7 +115,8 @@ class Bench:
                 print(f"  {name}: connector serve did not start: {tail(log)}", flush=True)
                 return run
             try:
-                run |= self.measure(name, f"http://127.0.0.1:{port}", process.pid, baseline)
+                run |= self.measure(name, f"http://127.0.0.1:{port}", process.pid, baseline,
+                                    data / "statements", database)
             except (RuntimeError, httpx.HTTPError) as exc:
                 run |= {"status": "failed", "note": f"{exc}; connector log: {tail(log)}"}
                 print(f"  {name}: failed: {exc}", flush=True)
@@ -124,13 +131,15 @@ class Bench:
         self.stage.note(why)
         return run | {"status": "skipped", "note": why}
 
-    def measure(self, name: str, base: str, serve: int, baseline: dict[str, Any]
-                ) -> dict[str, Any]:
+    def measure(self, name: str, base: str, serve: int, baseline: dict[str, Any],
+                statements: Path, database: str | None) -> dict[str, Any]:
         a, stage = self.args, self.stage
         groups = {"connector": procs.tree(serve), **stage.fake_pids}
         roles = {str(pid): f"{procs.role(pid, serve)} {pid}" for pid in groups["connector"]}
         stage.callbacks(False)
         stage.load(f"{name} warm-up", base + "/sms/send", seconds=30, count=a.warmup)
+        if database is not None:  # after the warm-up, every pooled connection is open
+            groups["postgres"] = freshdb.server_pids(database)
         out: dict[str, Any] = {"processes": roles}
         saturate = a.seconds * 50_000  # the count bound; time ends these phases
         out["send"] = stage.send_phase(f"{name} send", base, groups, seconds=a.seconds,
@@ -139,7 +148,7 @@ class Bench:
                                                    rate=r, seconds=a.seconds, count=saturate)
                         for r in a.rates}
         out["e2e"] = stage.e2e_phase(f"{name} end to end", base, groups, rate=None,
-                                     seconds=a.seconds, count=saturate)
+                                     seconds=a.seconds, count=saturate, statements=statements)
         out["soak"] = self.soak(name, base, groups, out["e2e"]["rate_msg_s"])
         out["custom_data_ok"] = out["e2e"]["custom_data_ok"] and out["soak"]["custom_data_ok"]
         ratio = out["send"]["rps"] / max(1e-9, baseline["send"]["rps"])
@@ -185,6 +194,10 @@ class Bench:
             baselines[str(workers)] = self.baseline(workers)
             for db in a.db:
                 runs.append(self.connector(db, workers, baselines[str(workers)]))
+        peer = (kannel.measure(a.seconds, a.kannel_reps, a.concurrency) if a.kannel
+                else {"status": "skipped", "note": "run with --kannel"})
+        if peer["status"] != "ok":
+            self.stage.note(f"Kannel: {peer['status']}: {peer['note']}")
         result = {
             "started": started,
             "machine": {"nproc": os.cpu_count(), "python": platform.python_version(),
@@ -196,6 +209,7 @@ class Bench:
             | {"body_bytes": len(common.send_body(common.request_id("x" * 9, 0, 10**15), 0,
                                                   self.stage.receiver_url + "/reports/bench"))},
             "notes": self.stage.notes, "vendor_alone": vendor, "baseline": baselines, "runs": runs,
+            "kannel": peer,
             "all_custom_data_back": bool(runs) and all(
                 r.get("custom_data_ok", False) for r in runs if r["status"] == "ok"),
         }
@@ -242,6 +256,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="CONNECTOR_LOG_LEVEL for the runs")
     p.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432",
                    help="server for the PostgreSQL runs (a fresh database is made on it)")
+    p.add_argument("--kannel", action="store_true",
+                   help="also run ../shared/bench/peer_kannel.sh and print connector ÷ Kannel")
+    p.add_argument("--kannel-reps", type=int, default=3)
     p.add_argument("--json", type=Path, default=HERE / "results" / "latest.json")
     args = p.parse_args(argv)
     args.seconds = args.seconds or (3 if args.quick else 10)

@@ -173,10 +173,13 @@ class Stage:
         return result
 
     def e2e_phase(self, name: str, base: str, groups: dict[str, list[int]], *,
-                  rate: float | None, seconds: float, count: int, during: Any = None
-                  ) -> dict[str, Any]:
-        """Sends with callbacks on, then waits until every report is back (or stalls)."""
+                  rate: float | None, seconds: float, count: int, during: Any = None,
+                  statements: Path | None = None) -> dict[str, Any]:
+        """Sends with callbacks on, then waits until every report is back (or stalls).
+
+        `statements`: the folder bench/hooks/sitecustomize.py counts store statements into."""
         self.callbacks(True)
+        counted = statement_count(statements)
         meter = procs.CpuMeter(groups)
         result = self.load(name, base + "/sms/send", rate=rate, seconds=seconds, count=count,
                            meter=meter, during=during)
@@ -190,6 +193,8 @@ class Stage:
                    "vendor_fake": self.get(self.vendor_url + "/_stats"),
                    "rate_msg_s": round(check["delivered"] / span, 1) if check["delivered"] else 0,
                    "cpu": _per_message(cpu, check["delivered"]),
+                   "statements_per_msg": None if statements is None or not check["delivered"]
+                   else round((statement_count(statements) - counted) / check["delivered"], 2),
                    "custom_data_ok": (check["missing"] == 0 and check["accepted"] > 0
                                       and check["custom_data_mismatches"] == 0
                                       and check["auth_failures"] == 0 and result["drained"])}
@@ -217,6 +222,14 @@ class Stage:
 
     def close(self) -> None:
         self.http.close()
+
+
+def statement_count(folder: Path | None) -> int:
+    """Store statements the connector's processes have run so far (see bench/hooks)."""
+    if folder is None:
+        return 0
+    time.sleep(0.5)  # the counters are written every 0.2 s
+    return sum(int(f.read_text() or 0) for f in folder.iterdir() if f.suffix != ".tmp")
 
 
 def _per_message(cpu: dict[str, Any], n: int) -> dict[str, Any]:

@@ -27,7 +27,10 @@ from httpx_aiohttp import AiohttpTransport
 
 Send = Callable[[], Awaitable[int]]
 VARIANTS = ("httpx", "httpx+aiohttp-transport", "aiohttp", "aiohttp+httpx-adapter",
-            "connector.http")
+            "connector.http", "pyreqwest", "rnet", "pyqwest", "curl_cffi")
+# Clients with compiled cores (Rust or libcurl) that issue #11 asks to weigh against aiohttp;
+# each is measured only when installed (`pip install pyreqwest rnet pyqwest curl_cffi`).
+COMPILED = ("pyreqwest", "rnet", "pyqwest", "curl_cffi")
 WARMUP = 2000
 # One pool size for all: httpx's default keeps only 20 idle connections, so with 64 in
 # flight (a)/(b) would keep reconnecting and we'd measure TCP setup, not the client.
@@ -96,6 +99,10 @@ async def client_for(name: str, url: str) -> AsyncIterator[Send]:
         finally:
             await client.close()
         return
+    if name in COMPILED:
+        async with compiled_client(name, url) as send:
+            yield send
+        return
     if name.startswith("httpx"):
         tr = AiohttpTransport(limits=LIMITS) if name == "httpx+aiohttp-transport" else None
         async with httpx.AsyncClient(limits=LIMITS, transport=tr, timeout=10.0) as client:
@@ -117,6 +124,56 @@ async def client_for(name: str, url: str) -> AsyncIterator[Send]:
             request = httpx.Request("POST", url, content=BODY, headers=HEADERS)
             return (await adapter.send(request)).status_code
         yield send_aiohttp if name == "aiohttp" else send_adapter
+
+
+@contextlib.asynccontextmanager
+async def compiled_client(name: str, url: str) -> AsyncIterator[Send]:
+    # The same form body and headers as the others, one pooled client, no redirects.
+    if name == "pyreqwest":
+        from pyreqwest.client import ClientBuilder
+
+        async with ClientBuilder().max_connections(POOL).follow_redirects(False).build() as c:
+            async def send_pyreqwest() -> int:
+                response = await c.post(url).headers(HEADERS).body_bytes(BODY).build().send()
+                await response.bytes()
+                return int(response.status)
+            yield send_pyreqwest
+    elif name == "rnet":
+        import rnet
+
+        client = rnet.Client(allow_redirects=False)
+
+        async def send_rnet() -> int:
+            response = await client.post(url, body=BODY, headers=HEADERS)
+            await response.bytes()
+            return int(response.status_code.as_int())
+        yield send_rnet
+    elif name == "pyqwest":
+        import pyqwest
+
+        qclient = pyqwest.Client()
+
+        async def send_pyqwest() -> int:
+            response = await qclient.post(url, headers=HEADERS, content=BODY)
+            return int(response.status)
+        yield send_pyqwest
+    else:
+        from curl_cffi.requests import AsyncSession
+
+        async with AsyncSession(max_clients=POOL) as session:
+            async def send_curl() -> int:
+                response = await session.post(url, data=BODY, headers=HEADERS,
+                                              allow_redirects=False)
+                return int(response.status_code)
+            yield send_curl
+
+
+def installed(name: str) -> bool:
+    try:
+        __import__(name)
+    except ImportError:
+        return False
+    return True
 
 
 async def drive(send: Send, count: int, seconds: float, conc: int) -> dict[str, float]:
@@ -144,9 +201,10 @@ async def drive(send: Send, count: int, seconds: float, conc: int) -> dict[str, 
 
 
 async def bench(url: str, args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
-    runs: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
+    variants = [v for v in args.variants if v not in COMPILED or installed(v)]
+    runs: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
     for i in range(args.runs):  # interleave variants so drift hits all of them alike
-        for name in VARIANTS:
+        for name in variants:
             async with client_for(name, url) as send:
                 await drive(send, WARMUP, args.seconds, args.concurrency)  # fill pool, warm up
                 res = await drive(send, args.requests, args.seconds, args.concurrency)
@@ -182,6 +240,8 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--json", help="write JSON here instead of stdout")
+    p.add_argument("--variants", type=lambda raw: raw.split(","), default=list(VARIANTS),
+                   help=f"comma list of {', '.join(VARIANTS)}")
     p.add_argument("--serve-fd", type=int, help=argparse.SUPPRESS)  # internal: server child
     args = p.parse_args()
     if args.serve_fd is not None:

@@ -12,7 +12,6 @@ from typing import Final
 from urllib.parse import urlsplit
 
 import httpx
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from connector.errors import BadRequest, ConnectorError
 from connector.http import cached_url
@@ -73,7 +72,7 @@ def is_public(address: str) -> bool:
 
 class AddressGuard:
     """Refuses URLs the connector must not call, and remembers the checked addresses of each
-    host for a short while: connections go to those (see PinnedResolver), never to whatever
+    host for a short while: connections go to those (see http.HttpClient's `pin`), never to whatever
     a second look-up might answer."""
 
     def __init__(self, *, allow_private: bool, allow_http: bool,
@@ -140,25 +139,3 @@ class AddressGuard:
         if not (cached[2] or self.allow_private):
             raise UrlRefused(f"{host} resolves to a private or loopback address")
         return cached[1]
-
-
-class PinnedResolver(AbstractResolver):
-    """aiohttp's resolver for the shared session: answers only addresses the guard checked,
-    so a host cannot pass the check with one address and be connected to at another."""
-
-    def __init__(self, guard: AddressGuard) -> None:
-        self._guard = guard
-
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        try:
-            found = await self._guard.addresses(host)
-        except ConnectorError as exc:
-            raise OSError(exc.message) from None  # aiohttp: a connect error, nothing sent
-        return [ResolveResult(hostname=host, host=address, port=port,
-                              family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                              proto=0, flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV)
-                for address in found]
-
-    async def close(self) -> None:
-        return None

@@ -12,13 +12,12 @@ from collections import defaultdict
 from typing import Final
 from urllib.parse import urlsplit
 
-import httpx
 import msgspec
 import structlog
 
-from connector import metrics, msisdn
+from connector import http, metrics, msisdn
 from connector.errors import ConnectorError
-from connector.http import HttpClient, cached_url
+from connector.http import HttpClient
 from connector.model import REPORT_STATUS, ReportEvent, Status, StatusUpdate
 from connector.netcheck import AddressGuard
 from connector.settings import Settings
@@ -247,12 +246,9 @@ class Dispatcher:
         retry_after: float | None = None
         try:
             await self.guard.check(url, "callback_url", None)
-            request = httpx.Request(
-                "POST", cached_url(url),
-                content=b"[" + b",".join(i.payload for i in items) + b"]",
-                headers={"Content-Type": "application/json",
-                         "Authorization": self.signer.header()},
-            )
+            request = http.request(
+                "POST", url, {"Authorization": self.signer.header()},
+                json_bytes=b"[" + b",".join(i.payload for i in items) + b"]")
             answer = await self.http.send(request, self.settings.report_timeout, what="report")
             status = answer.status_code
             error = None if 200 <= status < 300 else f"HTTP {status}"

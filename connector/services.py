@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from connector.http import HttpClient
 from connector.metrics import OutboxSnapshot
-from connector.netcheck import AddressGuard, PinnedResolver
+from connector.netcheck import AddressGuard
 from connector.outbox import Dispatcher, report_builder
 from connector.rules import Rules
 from connector.senders import Pools
@@ -40,7 +40,7 @@ class Services:
         store = store or open_store(settings)
         guard = AddressGuard(allow_private=settings.allow_private_networks,
                              allow_http=settings.allow_http)
-        http = HttpClient(resolver=PinnedResolver(guard))  # connects only where guard checked
+        http = HttpClient(pin=guard.addresses)  # connects only where guard checked
         tokens = CallbackTokens(settings.secret_key)
         sender = Sender(store, http, settings, tokens)
         # Shared buckets when there is somewhere to share them; see connector/throttle.

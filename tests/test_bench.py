@@ -66,8 +66,10 @@ def test_quick_run_reports_every_measure_and_gets_every_custom_data_back(tmp_pat
     _numbers(run["soak"]["rss"], {"start_kb", "end_kb", "peak_kb", "peak_hwm_kb", "growth_pct"})
     assert run["custom_data_ok"] is True and result["all_custom_data_back"] is True
 
-    assert {t["target"].split(" ")[0] for t in result["targets"]} >= {"send", "end", "CPU",
-                                                                      "p99", "RSS"}
+    # every message costs store statements (a claim, an outcome, two callbacks, the report)
+    assert run["e2e"]["statements_per_msg"] >= 4, run["e2e"]["statements_per_msg"]
+    assert result["kannel"]["status"] == "skipped"  # only with --kannel
+    assert {t["target"].split(" ")[0] for t in result["targets"]} == {"send", "p99", "RSS"}
     for target in result["targets"]:
         assert {"run", "target", "measured", "unit", "met"} <= target.keys()
 
@@ -93,3 +95,29 @@ def test_throttle_bench_measures_every_backend_and_only_shared_ones_keep_the_lim
             assert figures["overshoot"] > 0  # two processes, two budgets
         else:
             assert figures["overshoot"] <= 1e-6, (name, figures)
+
+
+def test_kannel_peer_figures_are_the_medians_of_its_repetitions(tmp_path: Path) -> None:
+    """bench/kannel.py reads the peer script's per-repetition lines back from its work dir."""
+    work = tmp_path / "work"
+    work.mkdir()
+    reps = [{"accept_rps": a, "dlr_e2e_rps": d, "fwd_e2e_rps": f, "cpu_kannel_us_per_msg": c}
+            for a, d, f, c in ((6000, 3000, 1600, 700), (7000, 4000, 1900, 650),
+                               (6500, 3600, 1800, 800))]
+    (work / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in reps))
+    script = tmp_path / "peer.sh"
+    script.write_text(f'echo "work dir: {work}"\necho "DURATION=$DURATION REPS=$REPS"\n')
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import kannel
+
+        peer = kannel.measure(2, 3, 8, script=script)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    assert peer["status"] == "ok"
+    assert (peer["accept_rps"], peer["e2e_msg_s"], peer["vendor_msg_s"],
+            peer["cpu_us_per_msg"]) == (6500, 1800, 1800, 700)
+    assert not work.exists(), "the peer's work dir is removed after reading"
+    failed = tmp_path / "broken.sh"
+    failed.write_text("echo 'Kannel did not come up'; exit 1\n")
+    assert kannel.measure(2, 1, 8, script=failed)["status"] == "failed"

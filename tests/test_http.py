@@ -84,7 +84,7 @@ async def test_answer_arrives_as_httpx_response(client: HttpClient) -> None:
     assert answer.headers["retry-after"] == "3"
 
 
-async def test_a_url_aiohttp_refuses_is_a_permanent_error_and_nothing_is_sent(
+async def test_a_url_the_transport_refuses_is_a_permanent_error_and_nothing_is_sent(
         client: HttpClient) -> None:
     accepted: list[int] = []
 

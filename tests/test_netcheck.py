@@ -13,7 +13,6 @@ from connector.http import HttpClient
 from connector.netcheck import (
     AddressGuard,
     DnsUnavailable,
-    PinnedResolver,
     UrlRefused,
     host_allowed,
     is_public,
@@ -128,9 +127,7 @@ async def test_the_connection_uses_the_checked_addresses_not_a_second_answer() -
     dns = FakeDns(["8.8.4.4"], ["127.0.0.1"])  # public when checked, loopback afterwards
     guard = AddressGuard(allow_private=False, allow_http=False, resolve=dns)
     await guard.check("https://rebind.example/r", "callback_url", None)
-    (pinned,) = await PinnedResolver(guard).resolve("rebind.example", 443)
-    assert (pinned["host"], pinned["hostname"], pinned["port"]) == ("8.8.4.4", "rebind.example",
-                                                                    443)
+    assert await guard.addresses("rebind.example") == ("8.8.4.4",)  # what HttpClient pins
     assert dns.asked == ["rebind.example"]
 
 
@@ -153,7 +150,7 @@ async def test_a_rebinding_host_never_reaches_the_loopback_listener() -> None:
     # ttl=0: the connection's own look-up comes after the check and answers loopback
     dns = FakeDns(["8.8.4.4"], ["127.0.0.1"])
     guard = AddressGuard(allow_private=False, allow_http=True, resolve=dns, ttl=0.0)
-    http = HttpClient(resolver=PinnedResolver(guard))
+    http = HttpClient(pin=guard.addresses)
     url = f"http://rebind.example:{port}/r"
     async with server:
         try:
@@ -170,7 +167,7 @@ async def test_private_networks_allowed_still_connect_by_name() -> None:
     server, accepted = await listener()
     port = server.sockets[0].getsockname()[1]
     guard = AddressGuard(allow_private=True, allow_http=True, resolve=FakeDns(["127.0.0.1"]))
-    http = HttpClient(resolver=PinnedResolver(guard))
+    http = HttpClient(pin=guard.addresses)
     url = f"http://receiver.test:{port}/r"
     async with server:
         try:
