@@ -73,6 +73,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "custom_data_ok": result["custom_data_ok"]}
     finally:
         stage.stop_connector(process, database, timeout=60.0)
+        if args.keep is not None:  # the dumps, for callgrind_annotate or bench/instr_objects.py
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for dump in tmp.glob("callgrind.out*"):
+                shutil.copy(dump, args.keep / dump.name)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -85,6 +89,7 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=40.0, help="messages per second offered")
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432")
+    p.add_argument("--keep", type=Path, help="copy the callgrind dumps into this folder")
     args = p.parse_args()
     result = measure(args)
     print(f"\n{result['db']}: {result['per_message']:,} instructions per message "
