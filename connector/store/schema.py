@@ -96,4 +96,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     # 4: nothing here. PostgreSQL's migration 4 adds the token buckets replicas share; a
     # SQLite deployment counts rates per process. Kept so the numbers match.
     "",
+    # 5 (branch h15-tenant): a part receipt that lands before the send's answer is held in
+    # message_parts (the part count is not known yet); this says some are waiting, so the
+    # outcome's write settles them in its own transaction.
+    "ALTER TABLE messages ADD COLUMN parts_held INTEGER NOT NULL DEFAULT 0",
 )

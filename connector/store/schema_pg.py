@@ -118,4 +118,6 @@ MIGRATIONS_PG: Final[tuple[str, ...]] = (
         last_wait DOUBLE PRECISION NOT NULL DEFAULT 0
     )
     """,
+    # 5 (branch h15-tenant): part receipts held until the part count is known (schema.py).
+    "ALTER TABLE messages ADD COLUMN parts_held BOOLEAN NOT NULL DEFAULT FALSE",
 )
