@@ -143,6 +143,8 @@ def _test_form(raw: bytes) -> TestSend:
         raise BadRequest(f"invalid body: {exc}", code="invalid_field") from None
     except msgspec.DecodeError:
         raise BadRequest("body is not valid JSON", code="malformed_json") from None
+    except RecursionError:  # msgspec refuses to follow nesting this deep
+        raise BadRequest("body is nested too deeply", code="malformed_json") from None
     for name in ("username", "password", "phone_number_from", "phone_number_to", "message"):
         if not getattr(form, name):
             raise BadRequest(f"{name} must not be empty", code="invalid_field")
