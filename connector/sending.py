@@ -35,7 +35,7 @@ from connector.store.base import (
 )
 from connector.throttle import Throttle, account_of
 from connector.tokens import CallbackTokens
-from connector.vendors.base import Vendor
+from connector.vendors.base import Vendor, read_answer
 
 log = structlog.get_logger("connector.send")
 
@@ -127,7 +127,7 @@ class Sender:
             try:
                 answer = await self.http.send(request, self.settings.vendor_timeout,
                                               what=vendor.name)
-                accepted = vendor.parse_send(answer)
+                accepted = read_answer(vendor.parse_send, answer, vendor.name)
             except AmbiguousOutcome as exc:
                 found = await self._reconcile(vendor, config, outgoing, exc)
                 if found is None:
@@ -206,7 +206,7 @@ class Sender:
         try:
             answer = await self.http.send(lookup, self.settings.vendor_timeout,
                                           what=f"{vendor.name} look-up")
-            found = vendor.parse_lookup(answer)
+            found = read_answer(vendor.parse_lookup, answer, vendor.name)
         except VendorError as failed:
             log.warning("reconcile_failed", error=failed.message)
             return None

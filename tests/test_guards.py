@@ -10,10 +10,13 @@ from typing import Any
 
 import msgspec
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
 
 from connector.app import Front, create_app
 from connector.services import Services
 from connector.settings import Settings
+from tests.fakes.server import ServerThread
 
 PLATFORM_KEY = "platform-key-" + "k" * 32
 ADMIN = "operator-key-123"
@@ -58,7 +61,9 @@ async def play(app: Front, method: str, path: str, body: bytes = b"", query: str
 async def services(tmp_path: Path) -> AsyncIterator[Services]:
     settings = Settings.from_env({
         "CONNECTOR_DATA_DIR": str(tmp_path), "CONNECTOR_PLATFORM_KEY": PLATFORM_KEY,
-        "CONNECTOR_ADMIN_KEY": ADMIN, "CONNECTOR_CALLBACK_BASIC_AUTH": "vendor:pass-word"})
+        "CONNECTOR_ADMIN_KEY": ADMIN, "CONNECTOR_CALLBACK_BASIC_AUTH": "vendor:pass-word",
+        "CONNECTOR_ALLOW_PRIVATE_NETWORKS": "true", "CONNECTOR_ALLOW_HTTP": "true",
+        "CONNECTOR_VENDOR_HOSTS": "127.0.0.1"})
     built = Services.build(settings)
     await built.start()
     yield built
@@ -130,3 +135,26 @@ async def test_deeply_nested_json_send_and_test_send_are_400(
                           headers={"auth-key": ADMIN, "brand-url": "https://brand.example"})
     assert operator.status == 400
     assert await services.store.find("req-1") is None
+
+
+async def nested_vendor(scope: Any, receive: Any, send: Any) -> None:
+    """A vendor whose every answer is JSON nested 2,000 levels deep."""
+    await Request(scope, receive).body()
+    deep = b'{"sid":"SM1","extra":' + b"[" * 2000 + b"]" * 2000 + b"}"
+    await Response(deep, status_code=201, media_type="application/json")(scope, receive, send)
+
+
+async def test_vendor_answer_nested_too_deeply_is_ambiguous_not_a_500(
+        app: Front, services: Services) -> None:
+    with ServerThread(nested_vendor) as vendor:
+        settings = {"chan-connector-key": PLATFORM_KEY, "chan-account-sid": "AC" + "0" * 32,
+                    "chan-auth-token": "t" * 32, "chan-base-url": vendor.url}
+        verify = await play(app, "GET", "/sms/verify", headers=settings)
+        body = (b'{"sender":"MyBrand","recipient":"00447911123456","message":"Hi",'
+                b'"request_id":"req-1","custom_data":"cd","callback_url":"http://127.0.0.1:9/r"}')
+        send = await play(app, "POST", "/sms/send", body, headers=settings)
+    assert verify.status == 502
+    # The vendor may have taken it: at_most_once keeps the claim and answers ambiguous.
+    assert (send.status, send.code) == (502, "ambiguous_outcome")
+    row = await services.store.find("req-1")
+    assert row is not None and row.ambiguous
