@@ -23,7 +23,7 @@ import uvloop
 from psycopg_pool import AsyncConnectionPool
 
 from connector.model import Status
-from connector.store.base import NewMessage, SendOutcome, StoredResponse
+from connector.store.base import NewMessage, SendOutcome, StoredResponse, no_report
 from connector.store.postgres import PostgresStore
 
 # One message: claim it, then record the vendor's answer (what a /sms/send costs the store).
@@ -103,7 +103,7 @@ async def driver(name: str, dsn: str, pool: int) -> AsyncIterator[Op]:
                                  claimed_until=now + 15)
             if not (await store.claim(message, now)).claimed:
                 raise RuntimeError("claim lost on a fresh request_id")
-            await store.record_outcome(mid, accepted, time.time())
+            await store.record_outcome(mid, accepted, time.time(), no_report)
 
         try:
             yield op_store

@@ -27,7 +27,7 @@ from connector.model import Outgoing, Status, new_message_id
 from connector.netcheck import AddressGuard
 from connector.rules import Rules
 from connector.settings import Settings
-from connector.store.base import NewMessage, SendOutcome, StoredResponse
+from connector.store.base import NewMessage, SendOutcome, StoredResponse, no_report
 from connector.store.sqlite import SqliteStore
 from connector.throttle import account_of
 from connector.tokens import CallbackTokens, SecretBox
@@ -92,7 +92,7 @@ async def measure(n: int) -> tuple[list[tuple[str, float]], float]:
         await store.claim(m, time.time())
 
     async def outcome() -> None:
-        await store.record_outcome(claimed.pop(), ok, time.time())
+        await store.record_outcome(claimed.pop(), ok, time.time(), no_report)
 
     claim_us = await timed_async(n, claim)  # measured first: `outcome` completes these claims
     rows = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hmac
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Final
@@ -20,7 +21,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from connector import metrics
 from connector.api import callbacks, deadletters, health, operator, send, verify
-from connector.errors import ConnectorError
+from connector.errors import ConnectorError, PlatformKeyRefused
 from connector.services import Services
 from connector.settings import Settings
 
@@ -58,20 +59,41 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 # The hot routes, called without Starlette's layers (see Front).
 _SEND_PATH: Final = "/sms/send"
 _CALLBACK_ROUTE: Final = "/callbacks/{vendor}/status"
+# Every platform call, present and future (SPEC section 2, "Platform key").
+_PLATFORM_PREFIXES: Final = ("/sms/", "/mms/")
+_PLATFORM_ROUTES: Final = frozenset({_SEND_PATH, "/sms/verify"})
+_PLATFORM_HEADER: Final = b"chan-connector-key"
+
+
+async def _refuse_platform(request: Request) -> Response:
+    raise PlatformKeyRefused("Chan-Connector-Key is missing or wrong")
+
+
+def platform_key_ok(scope: Scope, key: bytes) -> bool:
+    """The platform key check: off when no key is set; constant-time compare otherwise."""
+    if not key:
+        return True
+    path: str = scope["path"]
+    if not (path.startswith(_PLATFORM_PREFIXES) or path in ("/sms", "/mms")):
+        return True
+    given = next((value for name, value in scope["headers"] if name == _PLATFORM_HEADER), b"")
+    return hmac.compare_digest(given, key)
 
 
 class Front:
     """The ASGI entry: one log line and one metric per request, errors mapped to the error
-    body, and the two routes every message passes through three times (its send and its
-    vendor callbacks) called directly. Everything else goes to the Starlette app.
+    body, the platform key checked on every platform route (before any body is read), and
+    the two routes every message passes through three times (its send and its vendor
+    callbacks) called directly. Everything else goes to the Starlette app.
 
     Measured with bench/servers.py: Starlette's application, middleware and routing layers
     cost about 75 µs of CPU per request over a bare ASGI callable; this keeps them for the
     operator and health routes only.
     """
 
-    def __init__(self, app: Starlette) -> None:
+    def __init__(self, app: Starlette, platform_key: str = "") -> None:
         self.app = app
+        self.platform_key = platform_key.encode()
         self.state = app.state
         self.router = app.router
         self.routes = app.routes
@@ -83,7 +105,11 @@ class Front:
         structlog.contextvars.clear_contextvars()
         started = time.perf_counter()
         path, method = scope["path"], scope["method"]
-        endpoint, route = self._hot(scope, path, method)
+        if platform_key_ok(scope, self.platform_key):
+            endpoint, route = self._hot(scope, path, method)
+        else:  # before anything reads the body or touches the store
+            endpoint = _refuse_platform
+            route = path if path in _PLATFORM_ROUTES else "unmatched"
         status = 500
 
         async def capture(message: Message) -> None:
@@ -165,4 +191,4 @@ def create_app(settings: Settings, services: Services | None = None) -> Front:
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.services = services
     app.state.dispatcher_task = None
-    return Front(app)
+    return Front(app, settings.platform_key)

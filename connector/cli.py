@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 
+import structlog
 import uvicorn
 
 from connector import demo, logs
@@ -27,7 +28,18 @@ def app_from_env() -> Front:
     return create_app(settings)
 
 
+def _warn_if_open(settings: Settings) -> None:
+    """One line when anyone who can reach /sms/send can get signed reports sent anywhere."""
+    if not settings.platform_key and not settings.callback_hosts:
+        structlog.get_logger("connector.cli").warning(
+            "platform_calls_unauthenticated",
+            detail="neither CONNECTOR_PLATFORM_KEY nor CONNECTOR_CALLBACK_HOSTS is set: any "
+                   "caller can send and have signed delivery reports posted to any public URL; "
+                   "set both in production")
+
+
 def _serve(settings: Settings, workers: int) -> None:
+    _warn_if_open(settings)
     # Migrate once before forking workers so they never race on a fresh file.
     asyncio.run(_migrate(settings))
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -2,6 +2,7 @@
 
     ConnectorError
     ├── BadRequest                 400  malformed JSON, schema, recipient/sender, missing setting
+    ├── PlatformKeyRefused         401  Chan-Connector-Key missing or wrong (platform calls)
     ├── PayloadTooLarge            413
     ├── RefusedMessage             422  the connector refuses before any vendor call
     ├── StoreUnavailable           503  retryable
@@ -57,6 +58,11 @@ class ConnectorError(Exception):
 class BadRequest(ConnectorError):
     status = 400
     code = "invalid_request"
+
+
+class PlatformKeyRefused(ConnectorError):
+    status = 401
+    code = "platform_key"
 
 
 class PayloadTooLarge(ConnectorError):

@@ -23,11 +23,19 @@ from connector.errors import (
 )
 from connector.http import HttpClient
 from connector.model import Accepted, Outgoing, Status
+from connector.outbox import report_builder
 from connector.settings import Settings
-from connector.store.base import Claim, NewMessage, SendOutcome, Store, StoredResponse
+from connector.store.base import (
+    Claim,
+    NewMessage,
+    ReportBuilder,
+    SendOutcome,
+    Store,
+    StoredResponse,
+)
 from connector.throttle import Throttle, account_of
 from connector.tokens import CallbackTokens
-from connector.vendors.base import Vendor
+from connector.vendors.base import Vendor, read_answer
 
 log = structlog.get_logger("connector.send")
 
@@ -46,6 +54,8 @@ class Sender:
         self.http = http
         self.settings = settings
         self.tokens = tokens
+        # The outcome's write may settle part receipts that beat it, and report them.
+        self.report: ReportBuilder = report_builder(settings)
         self.throttle = Throttle(settings.rate_limits)
         self.per_segment = settings.rate_unit == "segments"
         self._done: dict[str, asyncio.Event] = {}  # outcome reached, per message, this process
@@ -80,7 +90,7 @@ class Sender:
         done = self._done.setdefault(message.id, asyncio.Event())
         try:
             outcome = await self._call(vendor, config, message, text)
-            await self.store.record_outcome(message.id, outcome, time.time())
+            await self.store.record_outcome(message.id, outcome, time.time(), self.report)
             return outcome.response
         finally:
             done.set()
@@ -117,7 +127,7 @@ class Sender:
             try:
                 answer = await self.http.send(request, self.settings.vendor_timeout,
                                               what=vendor.name)
-                accepted = vendor.parse_send(answer)
+                accepted = read_answer(vendor.parse_send, answer, vendor.name)
             except AmbiguousOutcome as exc:
                 found = await self._reconcile(vendor, config, outgoing, exc)
                 if found is None:
@@ -196,7 +206,7 @@ class Sender:
         try:
             answer = await self.http.send(lookup, self.settings.vendor_timeout,
                                           what=f"{vendor.name} look-up")
-            found = vendor.parse_lookup(answer)
+            found = read_answer(vendor.parse_lookup, answer, vendor.name)
         except VendorError as failed:
             log.warning("reconcile_failed", error=failed.message)
             return None
@@ -262,5 +272,5 @@ class Sender:
         log.warning("inflight_claim_expired", original=message_id, action="ambiguous")
         outcome = self._ambiguous(AmbiguousOutcome(
             "the process sending the original stopped before the vendor answered"))
-        await self.store.record_outcome(message_id, outcome, time.time())
+        await self.store.record_outcome(message_id, outcome, time.time(), self.report)
         return outcome.response

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from connector.http import HttpClient
 from connector.metrics import OutboxSnapshot
 from connector.netcheck import AddressGuard
-from connector.outbox import Dispatcher, report_builder
+from connector.outbox import Dispatcher
 from connector.rules import Rules
 from connector.senders import Pools
 from connector.sending import Sender
@@ -48,7 +48,7 @@ class Services:
         return cls(
             settings=settings, store=store, http=http, guard=guard, tokens=tokens,
             box=SecretBox(settings.secret_key), sender=sender,
-            report=report_builder(settings),
+            report=sender.report,
             dispatcher=Dispatcher(store, http, settings, guard),
             outbox_gauges=OutboxSnapshot(),
             rules=Rules(settings), throttle=throttle,

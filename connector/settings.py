@@ -52,9 +52,12 @@ REFERENCE: Final[tuple[Setting, ...]] = (
             "`sqlite:///path`, or `postgresql://user:password@host:port/db` for several "
             "replicas and workers sharing one database"),
     Setting("CONNECTOR_SECRET_KEY", "generated into the data dir",
-            "signs callback tokens and encrypts stored vendor secrets"),
+            "signs callback tokens and encrypts stored vendor secrets; at least 32 bytes"),
     Setting("CONNECTOR_REPORT_SECRET", "generated into the data dir (with a warning)",
-            "HS256 secret of the delivery-report JWT"),
+            "HS256 secret of the delivery-report JWT; at least 32 bytes"),
+    Setting("CONNECTOR_PLATFORM_KEY", "", "key the platform must send as the integration "
+            "setting `Chan-Connector-Key` on every /sms/* and /mms/* call (401 `platform_key` "
+            "otherwise); at least 32 bytes; empty = not checked (set it in production)"),
     Setting("CONNECTOR_REPORT_AUTH_PREFIX", "", "prefix of the report Authorization header, e.g. `Bearer `"),
     Setting("CONNECTOR_PUBLIC_URL", "http://{host}:{port}",
             "public base URL vendors call back; used to build and verify callback URLs"),
@@ -137,6 +140,7 @@ class Settings:
     public_url: str = ""
     default_vendor: str = "twilio"
     admin_key: Secret = field(default=Secret(""), repr=False)
+    platform_key: Secret = field(default=Secret(""), repr=False)
     callback_basic_auth: Secret = field(default=Secret(""), repr=False)
     allow_private_networks: bool = False
     allow_http: bool = False
@@ -231,8 +235,9 @@ class Settings:
             port=port,
             data_dir=data_dir,
             database_url=database_url,
-            secret_key=Secret(env.get("CONNECTOR_SECRET_KEY") or ""),
-            report_secret=Secret(env.get("CONNECTOR_REPORT_SECRET") or ""),
+            secret_key=r.secret("CONNECTOR_SECRET_KEY"),
+            report_secret=r.secret("CONNECTOR_REPORT_SECRET"),
+            platform_key=r.secret("CONNECTOR_PLATFORM_KEY"),
             report_auth_prefix=env.get("CONNECTOR_REPORT_AUTH_PREFIX", ""),
             public_url=public_url,
             default_vendor=default_vendor,
@@ -286,7 +291,8 @@ class Settings:
 
 
 _SECRET_FIELDS: Final = frozenset({"secret_key", "report_secret", "admin_key",
-                                   "callback_basic_auth"})
+                                   "platform_key", "callback_basic_auth"})
+MIN_SECRET_BYTES: Final = 32
 _URL_FIELDS: Final = frozenset({"database_url", "redis_url"})
 
 
@@ -308,6 +314,15 @@ class _Reader:
             return convert(raw)
         except ValueError as exc:
             raise SettingsError(f"{name}: {exc} (got {raw!r})") from None
+
+    def secret(self, name: str) -> Secret:
+        """A key or HMAC secret: unset (generated, or the check it enables is off) or at least
+        MIN_SECRET_BYTES long. The value is never echoed."""
+        value = self.env.get(name) or ""
+        if value and len(value.encode()) < MIN_SECRET_BYTES:
+            raise SettingsError(f"{name}: too short ({len(value.encode())} bytes); use at least "
+                                f"{MIN_SECRET_BYTES} random bytes, e.g. `openssl rand -base64 32`")
+        return Secret(value)
 
     def csv(self, name: str) -> list[str]:
         return [part.strip() for part in self.text(name).split(",") if part.strip()]

@@ -43,12 +43,33 @@ def test_wrong_value_names_the_variable(name: str, value: str) -> None:
 
 
 def test_secrets_never_in_repr(tmp_path: Path) -> None:
-    s = Settings.from_env({"CONNECTOR_SECRET_KEY": "sk-very-secret",
-                           "CONNECTOR_REPORT_SECRET": "rs-very-secret",
+    s = Settings.from_env({"CONNECTOR_SECRET_KEY": "sk-very-secret" + "-" * 18,
+                           "CONNECTOR_REPORT_SECRET": "rs-very-secret" + "-" * 18,
+                           "CONNECTOR_PLATFORM_KEY": "pk-very-secret" + "-" * 18,
                            "CONNECTOR_ADMIN_KEY": "ak-very-secret"})
-    shown = repr(s) + str(s) + repr(s.secret_key) + repr([s.report_secret])
+    shown = repr(s) + str(s) + repr(s.secret_key) + repr([s.report_secret, s.platform_key])
     assert "very-secret" not in shown
-    assert s.secret_key == "sk-very-secret"  # still usable
+    assert s.secret_key == "sk-very-secret" + "-" * 18  # still usable
+
+
+SECRETS = ["CONNECTOR_SECRET_KEY", "CONNECTOR_REPORT_SECRET", "CONNECTOR_PLATFORM_KEY"]
+
+
+@pytest.mark.parametrize("name", SECRETS)
+def test_short_secret_is_refused_naming_the_variable_not_the_value(name: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(name)) as caught:
+        Settings.from_env({name: "weak-but-31-bytes-long-secret!!"})
+    assert "weak" not in str(caught.value)
+    # 32 bytes, not 32 characters: 16 two-byte characters are enough.
+    assert Settings.from_env({name: "é" * 16}) is not None
+    assert Settings.from_env({name: ""}) is not None  # unset: generated, or the check is off
+
+
+def test_short_generated_secrets_stay_as_they_are(tmp_path: Path) -> None:
+    (tmp_path / "secret_key").write_text("an-old-short-one")
+    (tmp_path / "report_secret").write_text("another")
+    s = Settings.from_env({"CONNECTOR_DATA_DIR": str(tmp_path)}).with_generated_secrets()
+    assert (s.secret_key, s.report_secret) == ("an-old-short-one", "another")
 
 
 def test_generated_secrets_persist_in_data_dir(tmp_path: Path) -> None:

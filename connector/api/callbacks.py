@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from connector import metrics
 from connector.api.send import read_body
-from connector.errors import InvalidSignature
+from connector.errors import BadRequest, InvalidSignature
 from connector.model import Applied, StatusUpdate
 from connector.optouts import suppress_reported
 from connector.services import Services
@@ -25,7 +25,9 @@ from connector.vendors.base import Callback, Vendor
 
 log = structlog.get_logger("connector.callbacks")
 
-MAX_CALLBACK_BYTES: Final = 256 * 1024
+MAX_CALLBACK_BYTES: Final = 256 * 1024  # JSON bodies: Infobip and Sinch batch their reports
+MAX_FORM_BYTES: Final = 32 * 1024  # a form receipt (Twilio, Vonage) is under 2 KiB
+MAX_FIELDS: Final = 100  # Twilio's richest status callback has about 25
 _FORM: Final = "application/x-www-form-urlencoded"
 
 
@@ -79,26 +81,40 @@ async def status(request: Request) -> Response:
         raise
 
 
+def _fields(text: str, what: str) -> list[tuple[str, str]]:
+    try:
+        return parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FIELDS)
+    except ValueError:
+        raise BadRequest(f"callback {what} has more than {MAX_FIELDS} fields") from None
+
+
 async def _status(request: Request, services: Services, vendor: Vendor) -> Response:
+    # Whatever can be checked without the body is checked before it is read: a forged
+    # callback costs no read and no parse.
     _check_basic_auth(services, request)
-    body = await read_body(request, MAX_CALLBACK_BYTES)
-    query = parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True)
-    if request.method == "GET":
-        params = [(k, v) for k, v in query if k != "m"]
-    elif request.headers.get("content-type", "").startswith(_FORM):
-        params = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
-    else:
-        params = []
+    query = _fields(request.scope["query_string"].decode("latin-1"), "query")
     token = next((v for k, v in query if k == "m"), None)
     token_id = services.tokens.unsign(token) if token else None
     if token_id is None and (token or vendor.token_callbacks):
         raise InvalidSignature("callback token is missing or invalid")
+    form = request.headers.get("content-type", "").startswith(_FORM)
+    body = await read_body(request, MAX_FORM_BYTES if form else MAX_CALLBACK_BYTES)
+    if request.method == "GET":
+        params = [(k, v) for k, v in query if k != "m"]
+    elif form:
+        params = _fields(body.decode("utf-8", "replace"), "body")
+    else:
+        params = []
     callback = Callback(url=public_url(services, request), method=request.method,
                         headers=request.headers, body=body, params=params)
+    try:
+        updates = vendor.parse_status(callback)
+    except RecursionError:  # msgspec's answer to JSON nested deeper than it will follow
+        raise BadRequest("callback body is nested too deeply") from None
     # Parsing reads only; nothing is applied until every message involved is verified.
     pending: list[tuple[MessageRow, StatusUpdate]] = []
     verified: set[str] = set()
-    for update in vendor.parse_status(callback):
+    for update in updates:
         row = await _message_for(services, vendor, token_id, update)
         if row is None:
             metrics.CALLBACKS.labels(vendor.name, "unknown").inc()

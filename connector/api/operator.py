@@ -18,6 +18,7 @@ from connector.outbox import rfc3339
 from connector.services import Services
 from connector.store.base import MessageRow, Suppression
 from connector.vendors import VENDORS
+from connector.vendors.base import read_answer
 
 log = structlog.get_logger("connector.operator")
 _encode = msgspec.json.Encoder()
@@ -128,7 +129,7 @@ async def test_send(request: Request) -> Response:
             callback_url=services.sender.callback_url(vendor.name, new_message_id()))
         answer = await services.http.send(vendor.build_send(outgoing, config),
                                           services.settings.vendor_timeout, what=vendor.name)
-        accepted = vendor.parse_send(answer)
+        accepted = read_answer(vendor.parse_send, answer, vendor.name)
     except ConnectorError as exc:
         log.info("test_send_failed", code=exc.code)
         return _envelope(False, exc.status, exc.message)
@@ -143,6 +144,8 @@ def _test_form(raw: bytes) -> TestSend:
         raise BadRequest(f"invalid body: {exc}", code="invalid_field") from None
     except msgspec.DecodeError:
         raise BadRequest("body is not valid JSON", code="malformed_json") from None
+    except RecursionError:  # msgspec refuses to follow nesting this deep
+        raise BadRequest("body is nested too deeply", code="malformed_json") from None
     for name in ("username", "password", "phone_number_from", "phone_number_to", "message"):
         if not getattr(form, name):
             raise BadRequest(f"{name} must not be empty", code="invalid_field")

@@ -63,6 +63,8 @@ def parse_body(raw: bytes) -> SendBody:
         raise BadRequest(f"invalid body: {exc}", code="invalid_field") from None
     except msgspec.DecodeError:
         raise BadRequest("body is not valid JSON", code="malformed_json") from None
+    except RecursionError:  # msgspec refuses to follow nesting this deep (e.g. metadata)
+        raise BadRequest("body is nested too deeply", code="malformed_json") from None
     if not body.message:
         raise BadRequest("message must not be empty", code="invalid_field")
     if len(body.message) > segments.MAX_MESSAGE_CHARS:

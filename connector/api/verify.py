@@ -10,6 +10,7 @@ from starlette.responses import Response
 from connector.api.send import vendor_settings
 from connector.errors import ConnectorError
 from connector.services import Services
+from connector.vendors.base import read_answer
 
 log = structlog.get_logger("connector.verify")
 _encode = msgspec.json.Encoder()
@@ -30,7 +31,7 @@ async def verify(request: Request) -> Response:
                                        vendor.hosts + settings.vendor_hosts)
         answer = await services.http.send(vendor.build_verify(config), settings.vendor_timeout,
                                           what=vendor.name)
-        vendor.parse_verify(answer)
+        read_answer(vendor.parse_verify, answer, vendor.name)
     except ConnectorError as exc:
         log.info("credentials_refused", code=exc.code)
         body = {"ok": False, "vendor": vendor_name, "message": exc.message,

@@ -85,6 +85,8 @@ class MessageRow(msgspec.Struct, frozen=True, kw_only=True):
     errored_at: float | None
     created_at: float
     updated_at: float
+    # The send's outcome is stored, so `parts` is the vendor's count, not the default 1.
+    answered: bool = True
 
 
 class OutboxEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -157,6 +159,11 @@ LEASE_WINDOW: Final = 4
 ReportBuilder = Callable[[MessageRow, StatusUpdate, float], OutboxEntry | None]
 
 
+def no_report(row: MessageRow, update: StatusUpdate, now: float) -> None:
+    """A ReportBuilder for callers that report nothing (benchmarks of the store alone)."""
+    return None
+
+
 class Store(Protocol):
     async def open(self) -> None: ...
 
@@ -173,7 +180,10 @@ class Store(Protocol):
     async def take_over(self, message_id: str, now: float, claimed_until: float) -> bool:
         """Take an expired in-flight claim; True when this caller now owns it."""
 
-    async def record_outcome(self, message_id: str, outcome: SendOutcome, now: float) -> None: ...
+    async def record_outcome(self, message_id: str, outcome: SendOutcome, now: float,
+                             report: ReportBuilder) -> None:
+        """Store the vendor's answer and, in the same transaction, settle the part receipts
+        that arrived before it (their report built with `report`)."""
 
     async def message(self, message_id: str) -> MessageRow | None: ...
 

@@ -29,15 +29,18 @@ from connector.store.base import (
     Suppression,
 )
 from connector.store.batch import Batcher
+from connector.store.parts import Part, part_update, settled
 from connector.store.schema_pg import MIGRATION_LOCK, MIGRATIONS_PG, VERSION_TABLE
-from connector.store.sqlite import combine_parts, stamped
+from connector.store.sqlite import stamped
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
 Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 # Named as MessageRow's fields, so a row converts by keyword.
-_ROW_COLUMNS: Final = ", ".join(MessageRow.__struct_fields__)
+_ROW_COLUMNS: Final = ", ".join(
+    "response_status IS NOT NULL AS answered" if name == "answered" else name
+    for name in MessageRow.__struct_fields__)
 _PURGE_BATCH: Final = 5000
 # Everything the driver raises: server errors, a lost or refused connection, a timeout
 # (TimeoutError is an OSError), a closed pool. All of them are "try again later" to a caller.
@@ -113,7 +116,10 @@ _RECORD_OUTCOMES: Final = (
     "$9::integer[], $10::text[], $11::text[], $12::text[], $13::double precision[], "
     "$14::boolean[], $15::double precision[]) AS o(id, status, body, retry_after, ambiguous, "
     "parts, new_status, vendor_message_id, segments, from_number, error_code, error_message, "
-    "errored_at, release, now) ORDER BY id) AS o WHERE messages.id = o.id"
+    "errored_at, release, now) ORDER BY id) AS o WHERE messages.id = o.id "
+    # A row with part receipts held (set under its row lock, so this sees it even after
+    # waiting for that lock) is left to _record_outcome_alone, which settles them too.
+    "AND NOT messages.parts_held RETURNING messages.id"
 )
 _STAMP: Final = (
     "UPDATE messages SET status = $1, vendor_message_id = $2, from_number = $3, segments = $4, "
@@ -260,7 +266,7 @@ class PostgresStore:
         # Group commit for the per-message writes (see batch.py); one row per batch at most.
         self._claims: Batcher[tuple[NewMessage, float], Claim | None] = Batcher(
             self._claim_many, key=lambda item: item[0].request_id or item[0].id)
-        self._outcomes: Batcher[tuple[str, SendOutcome, float], None] = Batcher(
+        self._outcomes: Batcher[tuple[str, SendOutcome, float, ReportBuilder], None] = Batcher(
             self._record_outcomes, key=lambda item: item[0])
         self._stamps: Batcher[_Stamp, bool] = Batcher(self._stamp_many, key=lambda s: s.id)
 
@@ -402,30 +408,56 @@ class PostgresStore:
                 claimed_until, now, message_id)
         return status == "UPDATE 1"
 
-    async def record_outcome(self, message_id: str, outcome: SendOutcome, now: float) -> None:
-        await self._outcomes.submit((message_id, outcome, now))
+    async def record_outcome(self, message_id: str, outcome: SendOutcome, now: float,
+                             report: ReportBuilder) -> None:
+        await self._outcomes.submit((message_id, outcome, now, report))
 
-    async def _record_outcomes(self, items: Sequence[tuple[str, SendOutcome, float]]
-                               ) -> list[None]:
+    async def _record_outcomes(self, items: Sequence[tuple[str, SendOutcome, float,
+                                                           ReportBuilder]]) -> list[None]:
         rows = await self._fetch_many(_RECORD_OUTCOMES, [
             (message_id, o.response.status, o.response.body, o.response.retry_after,
              o.ambiguous, o.parts, o.status.value, o.vendor_message_id, o.segments,
              o.from_number, o.error_code, o.error_message,
              now if o.status.terminal else None, o.release, now)
-            for message_id, o, now in items])
-        if rows is None:
-            for message_id, o, now in items:  # one by one: nothing left to wait in a cycle
-                await self._record_outcome_alone(message_id, o, now)
+            for message_id, o, now, _ in items])
+        done = set() if rows is None else {row["id"] for row in rows}
+        for message_id, o, now, report in items:
+            if message_id not in done:  # held parts, a deadlock broken, or no such row
+                await self._record_outcome_alone(message_id, o, now, report)
         return [None] * len(items)
 
-    async def _record_outcome_alone(self, message_id: str, o: SendOutcome, now: float
-                                    ) -> None:
-        async with self._conn() as conn:
+    async def _record_outcome_alone(self, message_id: str, o: SendOutcome, now: float,
+                                    report: ReportBuilder) -> None:
+        async with self._conn() as conn, conn.transaction():
+            held = await conn.fetchval(
+                "SELECT parts_held FROM messages WHERE id = $1 FOR UPDATE", message_id)
+            if held is None:
+                return
             await conn.execute(
                 _RECORD_OUTCOME, o.response.status, o.response.body, o.response.retry_after,
                 o.ambiguous, o.parts, o.status.value, o.vendor_message_id, o.segments,
                 o.from_number, o.error_code, o.error_message,
                 now if o.status.terminal else None, o.release, now, message_id)
+            if held:
+                await self._settle_parts(conn, message_id, now, report)
+
+    async def _settle_parts(self, conn: Conn, message_id: str, now: float,
+                            report: ReportBuilder) -> None:
+        """Part receipts that beat the answer, counted now that the number of parts is known."""
+        found = await conn.fetchrow(
+            f"UPDATE messages SET parts_held = FALSE WHERE id = $1 RETURNING {_ROW_COLUMNS}",
+            message_id)
+        assert found is not None  # the caller holds its row lock
+        row = _row(found)
+        update = settled(row, await self._parts(conn, message_id))
+        if update is not None:
+            await self._stamp_row(conn, row, update, now, report)
+
+    @staticmethod
+    async def _parts(conn: Conn, message_id: str) -> list[Part]:
+        return [(Status(s), code, text) for s, code, text in await conn.fetch(
+            "SELECT status, error_code, error_message FROM message_parts "
+            "WHERE message_id = $1 ORDER BY updated_at, part_id", message_id)]
 
     async def message(self, message_id: str) -> MessageRow | None:
         async with self._conn() as conn:
@@ -470,8 +502,8 @@ class PostgresStore:
         the caller read, on condition that the row is still that row (every write to a
         message sets updated_at). None when the locking path must decide: the row changed,
         the update does not move the status forward, or the message has several parts."""
-        if (update.part_id is not None and seen.parts > 1) or not update.status.advances(
-                seen.status):
+        if ((update.part_id is not None and (seen.parts > 1 or not seen.answered))
+                or not update.status.advances(seen.status)):
             return None
         new = stamped(seen, update, now)
         entry = report(new, update, now)
@@ -495,7 +527,7 @@ class PostgresStore:
 
     async def _apply(self, conn: Conn, row: MessageRow, update: StatusUpdate, now: float,
                      report: ReportBuilder) -> Applied:
-        if update.part_id is not None and row.parts > 1:
+        if update.part_id is not None and (row.parts > 1 or not row.answered):
             combined = await self._apply_part(conn, row, update, now)
             if not isinstance(combined, StatusUpdate):
                 return combined
@@ -504,6 +536,12 @@ class PostgresStore:
             return Applied.DUPLICATE
         if not update.status.advances(row.status):
             return Applied.REGRESSED
+        await self._stamp_row(conn, row, update, now, report)
+        return Applied.APPLIED
+
+    @staticmethod
+    async def _stamp_row(conn: Conn, row: MessageRow, update: StatusUpdate, now: float,
+                         report: ReportBuilder) -> None:
         new = stamped(row, update, now)
         stamp: list[Any] = [
             new.status.value, new.vendor_message_id, new.from_number, new.segments,
@@ -515,11 +553,11 @@ class PostgresStore:
         else:
             await conn.execute(_STAMP_AND_REPORT, *stamp, entry.event_id, entry.url,
                                entry.payload)
-        return Applied.APPLIED
 
     async def _apply_part(self, conn: Conn, row: MessageRow, update: StatusUpdate,
                           now: float) -> StatusUpdate | Applied:
-        """Record one part's status; the message's status is what all parts add up to."""
+        """Record one part's status; the message's status is what all parts add up to (before
+        the send's answer, only what holds whatever the part count: see store/parts.py)."""
         previous = await conn.fetchval(
             "SELECT status FROM message_parts WHERE message_id = $1 AND part_id = $2",
             row.id, update.part_id)
@@ -541,8 +579,10 @@ class PostgresStore:
             "ORDER BY updated_at, part_id",
             row.id, update.part_id, update.status.value, update.error_code,
             update.error_message, now)
-        return combine_parts(update, [(Status(s), code, text) for s, code, text in parts],
-                             row.parts)
+        if not row.answered:  # under the row lock: the answer's write will see it
+            await conn.execute("UPDATE messages SET parts_held = TRUE, updated_at = $2 "
+                               "WHERE id = $1", row.id, now)
+        return part_update(row, update, [(Status(s), code, text) for s, code, text in parts])
 
     async def expire_ambiguous(self, older_than: float, now: float,
                                report: ReportBuilder) -> int:

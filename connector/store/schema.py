@@ -102,4 +102,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE outbox ADD COLUMN replayed_at REAL;
     CREATE INDEX outbox_dead ON outbox (id) WHERE state = 'dead'
     """,
+    # 6 (branch h15-tenant): a part receipt that lands before the send's answer is held in
+    # message_parts (the part count is not known yet); this says some are waiting, so the
+    # outcome's write settles them in its own transaction.
+    "ALTER TABLE messages ADD COLUMN parts_held INTEGER NOT NULL DEFAULT 0",
 )

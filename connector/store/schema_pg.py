@@ -123,4 +123,6 @@ MIGRATIONS_PG: Final[tuple[str, ...]] = (
     ALTER TABLE outbox ADD COLUMN replayed_at DOUBLE PRECISION;
     CREATE INDEX outbox_dead ON outbox (id) WHERE state = 'dead'
     """,
+    # 6 (branch h15-tenant): part receipts held until the part count is known (schema.py).
+    "ALTER TABLE messages ADD COLUMN parts_held BOOLEAN NOT NULL DEFAULT FALSE",
 )

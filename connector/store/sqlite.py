@@ -40,12 +40,14 @@ from connector.store.base import (
     StoredResponse,
     Suppression,
 )
+from connector.store.parts import Part, part_update, settled
 from connector.store.schema import MIGRATIONS
 
 _ROW_COLUMNS: Final = (
     "id, request_id, vendor, sealed_settings, sender, to_number, custom_data, callback_url, "
     "status, vendor_message_id, from_number, segments, encoding, error_code, error_message, "
-    "ambiguous, parts, handed_off_at, delivered_at, errored_at, created_at, updated_at"
+    "ambiguous, parts, handed_off_at, delivered_at, errored_at, created_at, updated_at, "
+    "response_status IS NOT NULL"
 )
 log = structlog.get_logger("connector.store")
 _PURGE_BATCH: Final = 5000
@@ -74,7 +76,7 @@ T = TypeVar("T")
 def _row(values: tuple[Any, ...]) -> MessageRow:
     (id_, request_id, vendor, sealed, sender, to_number, custom_data, callback_url, status,
      vendor_message_id, from_number, segments, encoding, error_code, error_message, ambiguous,
-     parts, handed_off_at, delivered_at, errored_at, created_at, updated_at) = values
+     parts, handed_off_at, delivered_at, errored_at, created_at, updated_at, answered) = values
     return MessageRow(
         id=id_, request_id=request_id, vendor=vendor, sealed_settings=sealed, sender=sender,
         to_number=to_number, custom_data=custom_data, callback_url=callback_url,
@@ -83,6 +85,7 @@ def _row(values: tuple[Any, ...]) -> MessageRow:
         ambiguous=bool(ambiguous), parts=parts, handed_off_at=handed_off_at,
         delivered_at=delivered_at,
         errored_at=errored_at, created_at=created_at, updated_at=updated_at,
+        answered=bool(answered),
     )
 
 
@@ -111,22 +114,6 @@ def stamped(row: MessageRow, update: StatusUpdate, now: float) -> MessageRow:
         errored_at=at if status.terminal and status is not Status.DELIVERED else row.errored_at,
         updated_at=now,
     )
-
-
-def combine_parts(update: StatusUpdate, parts: list[tuple[Status, str | None, str | None]],
-                  expected: int) -> StatusUpdate | Applied:
-    """A multipart message fails with its first failed part, is delivered when every part
-    is, and is sent once any part is; otherwise nothing changes for the message."""
-    for status, code, text in parts:
-        if status.terminal and status is not Status.DELIVERED:
-            return msgspec.structs.replace(update, status=status, error_code=code,
-                                           error_message=text, part_id=None)
-    delivered = sum(1 for status, _, _ in parts if status is Status.DELIVERED)
-    if delivered >= expected:
-        return msgspec.structs.replace(update, status=Status.DELIVERED, part_id=None)
-    if any(status.rank >= Status.SENT.rank for status, _, _ in parts):
-        return msgspec.structs.replace(update, status=Status.SENT, part_id=None)
-    return Applied.APPLIED
 
 
 class _Errors:
@@ -393,14 +380,15 @@ class SqliteStore:
             )
         return cursor.rowcount == 1
 
-    async def record_outcome(self, message_id: str, outcome: SendOutcome, now: float) -> None:
-        await self._write(lambda db: self._record_outcome(db, message_id, outcome, now))
+    async def record_outcome(self, message_id: str, outcome: SendOutcome, now: float,
+                             report: ReportBuilder) -> None:
+        await self._write(lambda db: self._record_outcome(db, message_id, outcome, now, report))
 
     def _record_outcome(self, db: sqlite3.Connection, message_id: str, o: SendOutcome,
-                        now: float) -> None:
+                        now: float, report: ReportBuilder) -> None:
         errored = now if o.status.terminal else None
         # A callback may have arrived before this answer: never move the status back.
-        db.execute(
+        held = db.execute(
             "UPDATE messages SET response_status = ?, response_body = ?, "
             "response_retry_after = ?, claimed_until = 0, ambiguous = ?, parts = ?, "
             "status = CASE WHEN status = 'pending' THEN ? ELSE status END, "
@@ -410,11 +398,30 @@ class SqliteStore:
             "error_message = COALESCE(?, error_message), "
             "errored_at = COALESCE(errored_at, ?), "
             "claim_key = CASE WHEN ? THEN NULL ELSE claim_key END, updated_at = ? "
-            "WHERE id = ?",
+            "WHERE id = ? RETURNING parts_held",
             (o.response.status, o.response.body, o.response.retry_after, o.ambiguous, o.parts,
              o.status.value, o.vendor_message_id, o.segments, o.from_number, o.error_code,
              o.error_message, errored, o.release, now, message_id),
-        )
+        ).fetchone()
+        if held is not None and held[0]:
+            self._settle_parts(db, message_id, now, report)
+
+    def _settle_parts(self, db: sqlite3.Connection, message_id: str, now: float,
+                      report: ReportBuilder) -> None:
+        """Part receipts that beat the answer, counted now that the number of parts is known."""
+        row = _row(db.execute(f"SELECT {_ROW_COLUMNS} FROM messages WHERE id = ?",
+                              (message_id,)).fetchone())
+        db.execute("UPDATE messages SET parts_held = 0 WHERE id = ?", (message_id,))
+        update = settled(row, self._parts(db, message_id))
+        if update is not None:
+            new = stamped(row, update, now)
+            self._stamp(db, new, report(new, update, now), now, None)
+
+    @staticmethod
+    def _parts(db: sqlite3.Connection, message_id: str) -> list[Part]:
+        return [(Status(s), code, text) for s, code, text in db.execute(
+            "SELECT status, error_code, error_message FROM message_parts WHERE message_id = ? "
+            "ORDER BY updated_at, part_id", (message_id,))]
 
     async def message(self, message_id: str) -> MessageRow | None:
         with self._errors() as db:
@@ -448,7 +455,7 @@ class SqliteStore:
         # that the row is unchanged (every write sets updated_at): no read inside the commit.
         fast = None
         if (seen is not None and seen.id == message_id and update.status.advances(seen.status)
-                and (update.part_id is None or seen.parts <= 1)):
+                and (update.part_id is None or (seen.parts <= 1 and seen.answered))):
             new = stamped(seen, update, now)
             fast = (new, report(new, update, now), seen.updated_at)
 
@@ -474,7 +481,7 @@ class SqliteStore:
 
     def _apply(self, db: sqlite3.Connection, row: MessageRow, update: StatusUpdate, now: float,
                report: ReportBuilder) -> Applied:
-        if update.part_id is not None and row.parts > 1:
+        if update.part_id is not None and (row.parts > 1 or not row.answered):
             combined = self._apply_part(db, row, update, now)
             if not isinstance(combined, StatusUpdate):
                 return combined
@@ -509,7 +516,8 @@ class SqliteStore:
 
     def _apply_part(self, db: sqlite3.Connection, row: MessageRow, update: StatusUpdate,
                     now: float) -> StatusUpdate | Applied:
-        """Record one part's status; the message's status is what all parts add up to."""
+        """Record one part's status; the message's status is what all parts add up to (before
+        the send's answer, only what holds whatever the part count: see store/parts.py)."""
         found = db.execute("SELECT status FROM message_parts WHERE message_id = ? AND "
                            "part_id = ?", (row.id, update.part_id)).fetchone()
         if found is not None:
@@ -526,10 +534,10 @@ class SqliteStore:
             (row.id, update.part_id, update.status.value, update.error_code,
              update.error_message, now),
         )
-        parts = [(Status(s), code, text) for s, code, text in db.execute(
-            "SELECT status, error_code, error_message FROM message_parts WHERE message_id = ? "
-            "ORDER BY updated_at", (row.id,))]
-        return combine_parts(update, parts, row.parts)
+        if not row.answered:  # the answer's write must settle this part (see _record_outcome)
+            db.execute("UPDATE messages SET parts_held = 1, updated_at = ? WHERE id = ?",
+                       (now, row.id))
+        return part_update(row, update, self._parts(db, row.id))
 
     async def expire_ambiguous(self, older_than: float, now: float,
                                report: ReportBuilder) -> int:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import email.utils
 import time
-from collections.abc import Mapping
-from typing import Final, Protocol
+from collections.abc import Callable, Mapping
+from typing import Final, Protocol, TypeVar
 
 import httpx
 import msgspec
 
 from connector.errors import (
+    AmbiguousOutcome,
     VendorAuthFailed,
     VendorError,
     VendorRejected,
@@ -19,6 +20,8 @@ from connector.errors import (
     VendorUnavailable,
 )
 from connector.model import Accepted, Outgoing, StatusUpdate
+
+T = TypeVar("T")
 
 # How a vendor's own error code reads for the platform: a class and the platform-facing code.
 AUTH: Final = "auth"
@@ -98,6 +101,16 @@ def retry_after(response: httpx.Response) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def read_answer(parse: Callable[[httpx.Response], T], answer: httpx.Response, what: str) -> T:
+    """`parse(answer)`, with an answer the adapter could not read (JSON of the wrong shape, or
+    nested deeper than msgspec follows) taken as unreadable: the vendor may have acted on the
+    request, so it is ambiguous, never an unexpected error."""
+    try:
+        return parse(answer)
+    except (msgspec.DecodeError, RecursionError):
+        raise AmbiguousOutcome(f"{what}: unreadable answer") from None
 
 
 def classify(

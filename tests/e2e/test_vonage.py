@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -205,3 +207,33 @@ def test_send_with_unknown_signature_method_is_400_naming_it(
     assert answer.status_code == 400
     assert "Chan-Signature-Method" in answer.json()["error"]["message"]
     assert vonage.send_calls == 0
+
+
+def test_part_receipt_before_the_send_answer_waits_for_the_part_count(
+        connector: Connector, vonage: FakeVonage, receiver: ReportReceiver) -> None:
+    """Part 1 `delivered` lands while Vonage's answer (which says there are two parts) is
+    still on its way; part 2 then fails. The message fails, reported once."""
+    hold = vonage.hold_answers()
+    body = send_body(receiver, message="Two parts: " + "x" * 150)
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(send, connector, vonage, body)
+        assert hold.arrived.wait(10), "the send never reached the fake"
+        (sent,) = vonage.messages
+        first, second = sent["part_ids"]
+        assert vonage.send_status(first, "delivered").status_code == 204
+        hold.release.set()
+        answer = pending.result(timeout=30)
+    assert answer.status_code == 200, answer.text
+    message_id = answer.json()["message_id"]
+    assert vonage.send_status(second, "failed", 5).status_code == 204
+    (event,) = receiver.wait_for(1)
+    assert (event["status"], event["error_code"]) == ("failed", "5")
+    stored = row(connector, message_id)
+    assert (stored["status"], stored["parts"]) == ("undelivered", 2)
+    db = sqlite3.connect(connector.data_dir / "connector.db")
+    try:
+        (reports,) = db.execute("SELECT count(*) FROM outbox WHERE message_id = ?",
+                                (message_id,)).fetchone()
+    finally:
+        db.close()
+    assert reports == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import copy
@@ -43,6 +44,15 @@ def vonage_signature(params: Mapping[str, str], secret: str, method: str = "md5h
     return hmac.new(secret.encode(), text.encode(), method).hexdigest().upper()
 
 
+class Hold:
+    """Holds the fake's answers to sends: `arrived` is set once a send has been taken (the
+    message exists at the fake), and its answer waits until the test sets `release`."""
+
+    def __init__(self) -> None:
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+
+
 def refusal(code: int | str, text: str) -> dict[str, Any]:
     """A send answer carrying one refused part, as Vonage answers errors (always HTTP 200)."""
     return {"message-count": "1", "messages": [{"status": str(code), "error-text": text}]}
@@ -64,12 +74,18 @@ class FakeVonage(CannedAnswers, ServedApp):
         self._violations: list[str] = []
         self._canned: deque[Canned] = deque()
         self._send_calls = 0
+        self._hold: Hold | None = None
         self._asgi = LocalHostOnly(Starlette(routes=[
             Route("/sms/json", self._send, methods=["POST"]),
             Route("/account/get-balance", self._balance, methods=["GET"]),
         ]))
 
     # ---- test-side API ----
+
+    def hold_answers(self) -> Hold:
+        """Take every later send at once but answer it only when the test releases it."""
+        self._hold = Hold()
+        return self._hold
 
     def queue_refusal(self, code: int | str, text: str) -> None:
         self.queue(200, refusal(code, text))
@@ -206,6 +222,13 @@ class FakeVonage(CannedAnswers, ServedApp):
                 return Response(canned.body, status_code=canned.status, headers=canned.headers)
             return JSONResponse(canned.body, status_code=canned.status, headers=canned.headers)
         answer = self._accept(creds[0], params)
+        hold = self._hold
+        if hold is not None:
+            hold.arrived.set()
+            for _ in range(3000):  # at most 30 s: a forgotten release must not hang the suite
+                if hold.release.is_set() or self.closing.is_set():
+                    break
+                await asyncio.sleep(0.01)
         if canned is not None:
             await sleep_unless_gone(request, canned.delay, self.closing)
         return JSONResponse(answer)

@@ -56,7 +56,7 @@ async def test_first_claim_wins_and_repeat_sees_the_original(store: Store) -> No
 async def test_repeat_after_outcome_gets_the_stored_answer(store: Store) -> None:
     first = new()
     await store.claim(first, NOW)
-    await store.record_outcome(first.id, OK, NOW)
+    await store.record_outcome(first.id, OK, NOW, report_none)
     repeat = await store.claim(new(), NOW + 1)
     assert repeat.response == OK.response
 
@@ -66,7 +66,7 @@ async def test_retryable_outcome_releases_the_request_id(store: Store) -> None:
     await store.claim(first, NOW)
     failed = SendOutcome(response=StoredResponse(status=503, body=b"{}", retry_after=2.0),
                          status=Status.FAILED, release=True)
-    await store.record_outcome(first.id, failed, NOW)
+    await store.record_outcome(first.id, failed, NOW, report_none)
     again = new()
     assert (await store.claim(again, NOW + 1)).claimed
     # the first attempt still answers its own waiters
@@ -90,7 +90,7 @@ async def test_expired_claim_can_be_taken_over_once(store: Store) -> None:
 async def test_status_moves_forward_only_and_reports_once(store: Store) -> None:
     m = new()
     await store.claim(m, NOW)
-    await store.record_outcome(m.id, OK, NOW)
+    await store.record_outcome(m.id, OK, NOW, report_none)
     sent = StatusUpdate(status=Status.SENT)
     delivered = StatusUpdate(status=Status.DELIVERED, from_number="+15005550006")
     assert await store.apply_status(m.id, sent, NOW + 1, report_all) is Applied.APPLIED
@@ -112,7 +112,7 @@ async def test_status_moves_forward_only_and_reports_once(store: Store) -> None:
 async def test_a_fresh_seen_row_applies_and_queues_its_report(store: Store) -> None:
     m = new()
     await store.claim(m, NOW)
-    await store.record_outcome(m.id, OK, NOW)
+    await store.record_outcome(m.id, OK, NOW, report_none)
     seen = await store.message(m.id)
     assert seen is not None
     sent = StatusUpdate(status=Status.SENT)
@@ -129,7 +129,7 @@ async def test_a_stale_seen_row_never_overwrites_a_newer_status(store: Store) ->
     # row must not write over the delivered one (the row changed since it was read).
     m = new()
     await store.claim(m, NOW)
-    await store.record_outcome(m.id, OK, NOW)
+    await store.record_outcome(m.id, OK, NOW, report_none)
     stale = await store.message(m.id)
     assert stale is not None and stale.status is Status.ACCEPTED
     delivered = StatusUpdate(status=Status.DELIVERED)
@@ -146,7 +146,7 @@ async def test_a_stale_seen_row_never_overwrites_a_newer_status(store: Store) ->
 async def test_a_stale_seen_row_still_moves_forward_from_the_current_state(store: Store) -> None:
     m = new()
     await store.claim(m, NOW)
-    await store.record_outcome(m.id, OK, NOW)
+    await store.record_outcome(m.id, OK, NOW, report_none)
     stale = await store.message(m.id)
     assert stale is not None
     sent = StatusUpdate(status=Status.SENT, from_number="+15005550006")
@@ -165,7 +165,7 @@ async def test_callback_before_send_outcome_is_not_undone(store: Store) -> None:
     await store.claim(m, NOW)
     update = StatusUpdate(status=Status.DELIVERED, vendor_message_id="SM1")
     assert await store.apply_status(m.id, update, NOW + 1, report_none) is Applied.APPLIED
-    await store.record_outcome(m.id, OK, NOW + 2)
+    await store.record_outcome(m.id, OK, NOW + 2, report_none)
     row = await store.message(m.id)
     assert row is not None
     assert row.status is Status.DELIVERED
@@ -234,7 +234,7 @@ async def test_ambiguous_sends_fail_after_the_window(store: Store) -> None:
     await store.claim(m, NOW)
     ambiguous = SendOutcome(response=StoredResponse(status=502, body=b"{}"),
                             status=Status.PENDING, ambiguous=True, error_code="ambiguous")
-    await store.record_outcome(m.id, ambiguous, NOW)
+    await store.record_outcome(m.id, ambiguous, NOW, report_none)
     assert await store.expire_ambiguous(NOW - 1, NOW + 10, report_all) == 0
     assert await store.expire_ambiguous(NOW + 1, NOW + 10, report_all) == 1
     row = await store.message(m.id)
@@ -256,7 +256,7 @@ async def test_ping_ok_when_migrated(store: Store) -> None:
 async def test_find_by_vendor_id(store: Store) -> None:
     m = new()
     await store.claim(m, NOW)
-    await store.record_outcome(m.id, OK, NOW)
+    await store.record_outcome(m.id, OK, NOW, report_none)
     found = await store.find_by_vendor_id("twilio", "SM1")
     assert found is not None and found.id == m.id
     assert await store.find_by_vendor_id("bird", "SM1") is None
@@ -267,7 +267,7 @@ async def multipart(store: Store, parts: int = 2) -> str:
     await store.claim(m, NOW)
     outcome = SendOutcome(response=OK.response, status=Status.ACCEPTED, vendor_message_id="p1",
                           parts=parts)
-    await store.record_outcome(m.id, outcome, NOW)
+    await store.record_outcome(m.id, outcome, NOW, report_none)
     return m.id
 
 
@@ -373,7 +373,7 @@ async def test_concurrent_outcomes_and_callbacks_each_land_once(store: Store) ->
     messages = [new(request_id=f"pair-{n}") for n in range(12)]
     for m in messages:
         await store.claim(m, NOW)
-    await asyncio.gather(*(store.record_outcome(m.id, OK, NOW) for m in messages))
+    await asyncio.gather(*(store.record_outcome(m.id, OK, NOW, report_none) for m in messages))
     seen = [await store.message(m.id) for m in messages]
     sent, delivered = StatusUpdate(status=Status.SENT), StatusUpdate(status=Status.DELIVERED)
     results = await asyncio.gather(*(
