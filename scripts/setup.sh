@@ -10,6 +10,8 @@ fi
 # The installer is locked too: pip fetches the pinned, hashed uv only when it is missing.
 uv_pin=$(sed -n 's/^uv==\([^ ]*\).*/\1/p' requirements/tools.txt)
 if [ "$(.venv/bin/uv --version 2>/dev/null)" != "uv $uv_pin" ]; then
+    # A venv made by uv (or --without-pip) has no pip yet.
+    .venv/bin/python -m pip --version >/dev/null 2>&1 || .venv/bin/python -m ensurepip --default-pip >/dev/null
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
         --require-hashes -r requirements/tools.txt
 fi

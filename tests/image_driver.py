@@ -96,6 +96,8 @@ def send_one(url: str, twilio: FakeTwilio, receiver: ReportReceiver, timeout: fl
 
 def stop(serve: subprocess.Popen[bytes]) -> None:
     if serve.poll() is None:
+        # uvicorn re-raises SIGTERM after its graceful shutdown: buildah reports that as "killed".
+        print("image-check: stopping connector serve (SIGTERM)", flush=True)
         os.killpg(serve.pid, signal.SIGTERM)
         try:
             serve.wait(timeout=20)
