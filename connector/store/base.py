@@ -129,6 +129,18 @@ class Suppression(msgspec.Struct, frozen=True, kw_only=True):
     created_at: float
 
 
+class InboundRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """An inbound message to forward once, and what its keyword does to the suppression list."""
+
+    vendor: str
+    vendor_message_id: str
+    entry: OutboxEntry  # the event for the inbound URL
+    account: str  # as throttle.account_of names it
+    number: str  # the sender, E.164 (or as the vendor gave it)
+    listed: bool | None = None  # True: suppress the sender, False: remove them, None: neither
+    reason: str = ""
+
+
 # Builds the report for a status change inside the store's transaction (None: no report).
 ReportBuilder = Callable[[MessageRow, StatusUpdate, float], OutboxEntry | None]
 
@@ -199,3 +211,13 @@ class Store(Protocol):
 
     async def unsuppress(self, account: str, number: str) -> bool:
         """Forget an entry; False when there was none."""
+
+    async def remember_account(self, vendor: str, account: str, sealed: bytes,
+                               now: float) -> None:
+        """Keep the latest sealed settings of a vendor account (inbound verification)."""
+
+    async def account_settings(self, vendor: str, account: str) -> bytes | None: ...
+
+    async def record_inbound(self, record: InboundRecord, now: float) -> bool:
+        """Queue an inbound message and apply its keyword, atomically, once per vendor
+        message id; False (nothing changed) when it was taken before."""

@@ -96,4 +96,24 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     # 4: nothing here. PostgreSQL's migration 4 adds the token buckets replicas share; a
     # SQLite deployment counts rates per process. Kept so the numbers match.
     "",
+    # h12-inbound: the latest sealed settings per vendor account (inbound webhooks carry no
+    # per-message credentials), and the vendor message ids of inbound messages already taken
+    # (a vendor's retry is acknowledged, not forwarded again).
+    """
+    CREATE TABLE vendor_accounts (
+        vendor TEXT NOT NULL,
+        account TEXT NOT NULL,
+        sealed_settings BLOB NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (vendor, account)
+    );
+    CREATE TABLE inbound_messages (
+        vendor TEXT NOT NULL,
+        vendor_message_id TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        PRIMARY KEY (vendor, vendor_message_id)
+    );
+    CREATE INDEX inbound_messages_received_at ON inbound_messages (received_at)
+    """,
 )

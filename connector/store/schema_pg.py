@@ -118,4 +118,22 @@ MIGRATIONS_PG: Final[tuple[str, ...]] = (
         last_wait DOUBLE PRECISION NOT NULL DEFAULT 0
     )
     """,
+    # h12-inbound: per-account sealed settings and inbound message ids (see schema.py).
+    """
+    CREATE TABLE vendor_accounts (
+        vendor TEXT NOT NULL,
+        account TEXT NOT NULL,
+        sealed_settings BYTEA NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (vendor, account)
+    );
+    CREATE TABLE inbound_messages (
+        vendor TEXT NOT NULL,
+        vendor_message_id TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        received_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (vendor, vendor_message_id)
+    );
+    CREATE INDEX inbound_messages_received_at ON inbound_messages (received_at)
+    """,
 )
