@@ -16,7 +16,7 @@ from starlette.responses import Response
 from connector import metrics
 from connector.api.callbacks import MAX_CALLBACK_BYTES, _check_basic_auth, public_url
 from connector.api.send import read_body
-from connector.errors import ConnectorError, InvalidSignature
+from connector.errors import InvalidSignature
 from connector.inbound import Inbound, InboundAdapter, e164
 from connector.inbound.registry import INBOUND
 from connector.outbox import rfc3339
@@ -31,10 +31,6 @@ _FORM: Final = "application/x-www-form-urlencoded"
 # Twilio reads the answer as TwiML: an empty Response sends no reply to the recipient.
 _TWIML: Final = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
 _encode = msgspec.json.Encoder()
-
-
-class _NotFound(ConnectorError):
-    status = 404
 
 
 def platform_number(raw: str) -> str:
@@ -61,10 +57,10 @@ async def inbound(request: Request) -> Response:
     services: Services = request.app.state.services
     adapter = INBOUND.get(request.path_params["vendor"])
     if adapter is None:
-        raise _NotFound(f"no vendor {request.path_params['vendor']!r}", code="not_found")
+        return Response(status_code=404)
     if not services.settings.inbound_url:
-        raise _NotFound("inbound messages are not taken here: CONNECTOR_INBOUND_URL is unset",
-                        code="not_found")
+        log.warning("inbound_not_taken", reason="CONNECTOR_INBOUND_URL is unset")
+        return Response(status_code=404)
     structlog.contextvars.bind_contextvars(vendor=adapter.name)
     try:
         return await _inbound(request, services, adapter)

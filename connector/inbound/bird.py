@@ -7,8 +7,8 @@ bird.py). The channel id names the account: it is what a send's Chan-Channel-Id 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Final
+import time
+from collections.abc import Callable, Mapping
 
 import msgspec
 import structlog
@@ -18,7 +18,6 @@ from connector.vendors.base import Callback
 from connector.vendors.bird import Bird
 
 log = structlog.get_logger("connector.inbound")
-_VENDOR: Final = Bird()
 
 
 class _Identifier(msgspec.Struct):
@@ -88,6 +87,9 @@ def _value(party: _Party | None) -> str:
 class BirdInbound:
     name: str = "bird"
 
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._vendor = Bird(clock)  # its signature check, and its replay window
+
     def account(self, callback: Callback) -> str | None:
         event = _read(callback.body)
         return event.payload.channelId or None if event else None
@@ -99,13 +101,13 @@ class BirdInbound:
         return True  # Bird signs; without Chan-Signing-Key verify refuses, saying so
 
     def verify(self, callback: Callback, settings: Mapping[str, str]) -> None:
-        _VENDOR.verify(callback, settings)
+        self._vendor.verify(callback, settings)
 
     def parse(self, callback: Callback) -> list[Inbound]:
         event = _read(callback.body)
         if event is None or not event.event.endswith(".inbound"):
             log.info("ignored_inbound_event", vendor=self.name,
-                     event=event.event if event else None)
+                     event_type=event.event if event else None)
             return []
         message, body = event.payload, event.payload.body or _Body()
         items: list[_Item] = []

@@ -7,8 +7,9 @@ from, to, body, received_at). The body names no service plan, so the webhook URL
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Final
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
@@ -19,7 +20,6 @@ from connector.vendors.base import Callback
 from connector.vendors.sinch import Sinch
 
 log = structlog.get_logger("connector.inbound")
-_VENDOR: Final = Sinch()
 
 
 class _Mo(msgspec.Struct):
@@ -43,6 +43,9 @@ def query_account(callback: Callback) -> str | None:
 class SinchInbound:
     name: str = "sinch"
 
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._vendor = Sinch(clock)  # its signature check, and its replay window
+
     def account(self, callback: Callback) -> str | None:
         return query_account(callback)
 
@@ -53,7 +56,7 @@ class SinchInbound:
         return bool(settings.get("webhook-secret"))
 
     def verify(self, callback: Callback, settings: Mapping[str, str]) -> None:
-        _VENDOR.verify(callback, settings)
+        self._vendor.verify(callback, settings)
 
     def parse(self, callback: Callback) -> list[Inbound]:
         try:
@@ -68,7 +71,7 @@ class SinchInbound:
             text = str(mo.body.get("message") or "")
             media = (Media(url=str(mo.body["url"])),)
         else:  # mo_binary (base64 user data) has no text to forward
-            log.info("ignored_inbound_event", vendor=self.name, event=mo.type)
+            log.info("ignored_inbound_event", vendor=self.name, event_type=mo.type)
             return []
         return [Inbound(vendor_message_id=mo.id, sender=mo.from_, to=mo.to, text=text,
                         media=media, received_at=when(mo.received_at))]

@@ -9,7 +9,8 @@ webhooks, each with its own messageId, and are forwarded as they come.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Final
 
@@ -17,7 +18,6 @@ from connector.inbound import Inbound
 from connector.vendors.base import Callback
 from connector.vendors.vonage import Vonage, _fields
 
-_VENDOR: Final = Vonage()
 _TEXT_TYPES: Final = frozenset({"text", "unicode"})
 
 
@@ -31,6 +31,9 @@ def _stamp(raw: str) -> float | None:
 class VonageInbound:
     name: str = "vonage"
 
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._vendor = Vonage(clock)  # its signature check, and its replay window
+
     def account(self, callback: Callback) -> str | None:
         return _fields(callback).get("api-key") or None
 
@@ -41,7 +44,7 @@ class VonageInbound:
         return bool(settings.get("signature-secret"))
 
     def verify(self, callback: Callback, settings: Mapping[str, str]) -> None:
-        _VENDOR.verify(callback, settings)
+        self._vendor.verify(callback, settings)
 
     def parse(self, callback: Callback) -> list[Inbound]:
         fields = _fields(callback)
