@@ -125,4 +125,4 @@ async def _inbound(request: Request, services: Services, adapter: InboundAdapter
         services.dispatcher.wake()
     if adapter.name == "twilio":
         return Response(_TWIML, media_type="text/xml")
-    return Response(status_code=200)
+    return Response(status_code=204)
