@@ -161,6 +161,7 @@ class Dispatcher:
             expired = await self.store.expire_ambiguous(
                 now - self.settings.ambiguous_after, now, self.report)
             purged = await self.store.purge(now - self.settings.dedupe_retention)
+            purged += await self.store.purge_inbound(now - self.settings.dedupe_retention)
         except ConnectorError as exc:
             log.warning("maintenance_failed", error=exc.message)
             return

@@ -218,6 +218,9 @@ class Store(Protocol):
 
     async def account_settings(self, vendor: str, account: str) -> bytes | None: ...
 
+    async def purge_inbound(self, before: float) -> int:
+        """Forget inbound messages received before `before` whose forward is finished."""
+
     async def record_inbound(self, record: InboundRecord, now: float) -> bool:
         """Queue an inbound message and apply its keyword, atomically, once per vendor
         message id; False (nothing changed) when it was taken before."""

@@ -26,6 +26,21 @@ _UNSUPPRESS: Final = "DELETE FROM suppressions WHERE account = {0} AND number = 
 _ALL: Final = (("remember", _REMEMBER), ("settings", _SETTINGS), ("take", _TAKE),
                ("queue", _QUEUE), ("suppress", _SUPPRESS), ("unsuppress", _UNSUPPRESS))
 
+# Forgetting: an inbound message's id is kept as long as a request_id is (the dedupe
+# retention), far beyond any vendor's retries (Bird 8 h, Sinch ~23 h, Vonage 24 h), and its
+# outbox entry once it is no longer pending.
+PURGE: Final = (
+    "DELETE FROM report_attempts WHERE outbox_id IN (SELECT o.id FROM outbox o JOIN "
+    "inbound_messages i ON o.event_id = i.event_id WHERE i.received_at < {0} "
+    "AND o.state <> 'pending')",
+    "DELETE FROM outbox WHERE state <> 'pending' AND event_id IN (SELECT event_id FROM "
+    "inbound_messages WHERE received_at < {0})",
+    "DELETE FROM inbound_messages WHERE received_at < {0} AND NOT EXISTS (SELECT 1 FROM "
+    "outbox WHERE outbox.event_id = inbound_messages.event_id)",
+)
+PURGE_SQLITE: Final = tuple(sql.format("?") for sql in PURGE)
+PURGE_PG: Final = tuple(sql.format("$1") for sql in PURGE)
+
 SQLITE: Final = {name: sql.format(*["?"] * 6) for name, sql in _ALL}
 PG: Final = {name: sql.format(*[f"${n}" for n in range(1, 7)]) for name, sql in _ALL}
 

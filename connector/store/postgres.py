@@ -647,6 +647,11 @@ class PostgresStore:
             found = await conn.fetchval(inbound.PG["settings"], vendor, account)
         return None if found is None else bytes(found)
 
+    async def purge_inbound(self, before: float) -> int:
+        async with self._conn() as conn, conn.transaction():
+            statuses = [await conn.execute(sql, before) for sql in inbound.PURGE_PG]
+        return int(statuses[-1].rsplit(" ", 1)[-1])
+
     async def record_inbound(self, record: InboundRecord, now: float) -> bool:
         async with self._conn() as conn, conn.transaction():
             return await inbound.record_pg(conn, record, now)

@@ -641,6 +641,11 @@ class SqliteStore:
             found = db.execute(inbound.SQLITE["settings"], (vendor, account)).fetchone()
         return None if found is None else bytes(found[0])
 
+    async def purge_inbound(self, before: float) -> int:
+        with self._tx() as db:
+            removed = [db.execute(sql, (before,)).rowcount for sql in inbound.PURGE_SQLITE]
+        return removed[-1]
+
     async def record_inbound(self, record: InboundRecord, now: float) -> bool:
         return await self._write(lambda db: inbound.record_sqlite(db, record, now))
 

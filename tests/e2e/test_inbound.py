@@ -295,3 +295,22 @@ def test_mms_media_is_forwarded_as_urls_under_the_inbound_secret(
         assert inbox.auth_failures == []
     finally:
         inbox.stop()
+
+
+def test_credentials_a_vendor_refused_do_not_replace_the_working_ones(
+        start_connector: Any, twilio: FakeTwilio, receiver: ReportReceiver,
+        inbox: ReportReceiver) -> None:
+    connector: Connector = start_connector(CONNECTOR_INBOUND_URL=inbox.url("inbound"))
+    good = send_body(receiver, request_id="req-1")
+    assert checked(httpx.post(connector.url + "/sms/send", json=good,
+                              headers=twilio_headers(twilio))).status_code == 200
+    wrong = twilio_headers(twilio, **{"Chan-Auth-Token": "not-the-token"})
+    refused = checked(httpx.post(connector.url + "/sms/send",
+                                 json=send_body(receiver, request_id="req-2"), headers=wrong))
+    assert refused.status_code == 401
+    # Twilio signs with the real token: still verified with the one that worked.
+    request = twilio_inbound(twilio, _url(connector, "twilio"), SID, sid="SM1", sender=WRITER,
+                             to="+15005550006", text="Hi")
+    accepted(deliver(request), "twilio")
+    (event,) = inbox.wait_for(1)
+    assert event["vendor_message_id"] == "SM1"

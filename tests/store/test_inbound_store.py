@@ -3,7 +3,7 @@ suppression change in the same transaction, and the latest settings per vendor a
 
 from __future__ import annotations
 
-from connector.store.base import InboundRecord, OutboxEntry, Store
+from connector.store.base import InboundRecord, OutboxEntry, ReportAttempt, Store
 
 NOW = 1_800_000_000.0
 ACCOUNT = "twilio:AC1"
@@ -54,3 +54,18 @@ async def test_an_account_keeps_its_latest_settings(store: Store) -> None:
     await store.remember_account("vonage", "AC1", b"other", NOW + 1)
     assert await store.account_settings("twilio", "AC1") == b"sealed-2"
     assert await store.account_settings("vonage", "AC1") == b"other"
+
+
+async def test_purge_forgets_old_inbound_messages_once_forwarded(store: Store) -> None:
+    await store.record_inbound(record("SM1"), NOW)
+    await store.record_inbound(record("SM2"), NOW + 100)
+    assert await store.purge_inbound(NOW + 50) == 0  # SM1's forward is still pending
+    (first, _second) = sorted(await store.lease_reports("w", NOW + 200, 10, 30),
+                             key=lambda item: item.event_id)
+    await store.reports_done([(first.id, ReportAttempt(at=NOW + 200, outcome="delivered",
+                                                       status_code=200, error=None), None)],
+                             NOW + 200)
+    assert await store.purge_inbound(NOW + 50) == 1
+    # Forgotten: the same id is a new message again, and SM2 is still known.
+    assert await store.record_inbound(record("SM1"), NOW + 300) is True
+    assert await store.record_inbound(record("SM2"), NOW + 300) is False
