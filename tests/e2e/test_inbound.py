@@ -3,6 +3,7 @@ platform's inbound URL once, a forged one nobody, STOP and START steer later sen
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -314,3 +315,32 @@ def test_credentials_a_vendor_refused_do_not_replace_the_working_ones(
     accepted(deliver(request), "twilio")
     (event,) = inbox.wait_for(1)
     assert event["vendor_message_id"] == "SM1"
+
+
+@pytest.mark.parametrize("basic_auth", [None, "sinch:push-password-456"])
+def test_an_unsigned_account_is_taken_only_with_basic_auth(
+        start_connector: Any, receiver: ReportReceiver, inbox: ReportReceiver,
+        basic_auth: str | None) -> None:
+    sinch = FakeSinch({PLAN: SINCH_TOKEN}).start()  # no webhook secret: Sinch signs nothing
+    try:
+        env = {"CONNECTOR_INBOUND_URL": inbox.url("inbound")}
+        if basic_auth:
+            env["CONNECTOR_CALLBACK_BASIC_AUTH"] = basic_auth
+        connector: Connector = start_connector(**env)
+        unsigned = {"Chan-Vendor": "sinch", "Chan-Service-Plan-Id": PLAN,
+                    "Chan-Api-Token": SINCH_TOKEN, "Chan-Base-Url": sinch.base_url}
+        assert checked(httpx.post(connector.url + "/sms/verify",
+                                  headers=unsigned)).status_code == 200
+        request = sinch_inbound(_url(connector, "sinch", f"?account={PLAN}"), None,
+                                mo_id="mo-1", sender=WRITER, to="+15550001111", text="STOP")
+        if basic_auth:
+            request.headers["Authorization"] = "Basic " + base64.b64encode(
+                basic_auth.encode()).decode()
+            assert deliver(request).status_code == 204
+            assert [e["vendor_message_id"] for e in inbox.wait_for(1)] == ["mo-1"]
+        else:
+            assert deliver(request).status_code == 403
+            assert "does not sign its webhooks" in connector.logs()
+            assert taken(connector) == []
+    finally:
+        sinch.stop()
