@@ -37,7 +37,7 @@ from urllib.parse import urlencode
 import httpx
 
 from .bird import FakeBird, bird_signature
-from .sinch import FakeSinch, sinch_signature
+from .sinch import sinch_signature
 from .twilio import FakeTwilio, twilio_signature
 from .vonage import FakeVonage, vonage_signature
 
@@ -85,7 +85,7 @@ def bird_inbound(fake: FakeBird, url: str, *, message_id: str, sender: str, text
     raw = json.dumps({"service": "channels", "event": "sms.inbound",
                       "payload": payload}).encode()
     when = str(timestamp if timestamp is not None else int(time.time()))
-    signing = key if key is not None else fake.signing_key
+    signing = key if key is not None else fake.signing_key or ""
     return httpx.Request("POST", url, content=raw, headers={
         "Content-Type": "application/json", "messagebird-request-timestamp": when,
         "messagebird-signature": bird_signature(signing, when, url, raw)})
@@ -104,10 +104,6 @@ def sinch_inbound(url: str, secret: str | None, *, mo_id: str, sender: str, to: 
                         "x-sinch-webhook-signature-timestamp": stamp,
                         "x-sinch-webhook-signature-algorithm": "HmacSHA256"})
     return httpx.Request("POST", url, content=raw, headers=headers)
-
-
-def sinch_secret(fake: FakeSinch, plan: str) -> str | None:
-    return fake.secrets.get(plan)
 
 
 def infobip_inbound(url: str, basic_auth: str | None, messages: Sequence[dict[str, str]]
