@@ -284,3 +284,13 @@ KEYWORDS = Keywords(Settings(opt_out_keywords=("arret",), opt_in_keywords=("join
 ])
 def test_keywords_count_only_as_the_whole_message(text: str, listed: bool | None) -> None:
     assert KEYWORDS.listed(text) is listed
+
+
+def test_a_vonage_webhook_without_its_sig_is_refused_when_the_account_signs() -> None:
+    case = _vonage()
+    fields = dict(parse_qsl(case.body.decode()))
+    del fields["sig"]
+    unsigned = Callback(url=case.url, headers={}, body=urlencode(fields).encode(),
+                        params=list(fields.items()))
+    with pytest.raises(InvalidSignature, match="sig is missing"):
+        case.adapter.verify(unsigned, case.settings)
