@@ -20,7 +20,7 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from connector import metrics
-from connector.api import callbacks, deadletters, health, operator, send, verify
+from connector.api import callbacks, deadletters, health, inbound, operator, send, verify
 from connector.errors import ConnectorError, PlatformKeyRefused
 from connector.services import Services
 from connector.settings import Settings
@@ -172,6 +172,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Front:
         Route("/sms/send", send.send, methods=["POST"]),
         Route("/sms/verify", verify.verify, methods=["GET", "POST"]),
         Route("/callbacks/{vendor}/status", callbacks.status, methods=["POST", "GET"]),
+        Route("/callbacks/{vendor}/inbound", inbound.inbound, methods=["POST", "GET"]),
         Route("/api/v1/messages/{id}", operator.message, methods=["GET"]),
         Route("/api/v1/dead-letters", deadletters.list_dead, methods=["GET"]),
         Route("/api/v1/dead-letters/replay", deadletters.replay, methods=["POST"]),

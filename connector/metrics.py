@@ -36,6 +36,9 @@ CALLBACKS: Final = Counter("connector_callbacks_total", "Vendor status callbacks
 REPORT_ATTEMPTS: Final = Counter("connector_report_attempts_total",
                                  "Delivery-report events per POST attempt, by outcome",
                                  ["outcome"])
+INBOUND: Final = Counter("connector_inbound_total", "Vendor inbound (MO) messages by result: "
+                         "forwarded, duplicate (a vendor's retry), forbidden",
+                         ["vendor", "result"])
 DEAD_LETTERS: Final = Counter("connector_dead_letters_total",
                               "Delivery reports given up on")
 REPLAYS: Final = Counter("connector_report_replays_total",

@@ -98,6 +98,9 @@ class Dispatcher:
         self.guard = guard
         self.worker = f"{uuid.uuid4().hex[:12]}"
         self.signer = ReportSigner(settings.report_secret, settings.report_auth_prefix)
+        # Inbound messages go to the operator's configured URL, under their own secret.
+        self.inbound_signer = ReportSigner(settings.inbound_secret or settings.report_secret,
+                                           settings.report_auth_prefix)
         self.report = report_builder(settings)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -175,6 +178,7 @@ class Dispatcher:
             expired = await self.store.expire_ambiguous(
                 now - self.settings.ambiguous_after, now, self.report)
             purged = await self.store.purge(now - self.settings.dedupe_retention)
+            purged += await self.store.purge_inbound(now - self.settings.dedupe_retention)
         except ConnectorError as exc:
             log.warning("maintenance_failed", error=exc.message)
             return
@@ -245,9 +249,12 @@ class Dispatcher:
         status: int | None = None
         retry_after: float | None = None
         try:
-            await self.guard.check(url, "callback_url", None)
+            inbound = url == self.settings.inbound_url
+            if not inbound:  # the inbound URL is configuration, not a platform's request
+                await self.guard.check(url, "callback_url", None)
+            signer = self.inbound_signer if inbound else self.signer
             request = http.request(
-                "POST", url, {"Authorization": self.signer.header()},
+                "POST", url, {"Authorization": signer.header()},
                 json_bytes=b"[" + b",".join(i.payload for i in items) + b"]")
             answer = await self.http.send(request, self.settings.report_timeout, what="report")
             status = answer.status_code

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from connector.http import HttpClient
+from connector.inbound.accounts import Accounts
+from connector.inbound.keywords import Keywords
 from connector.metrics import OutboxSnapshot
 from connector.netcheck import AddressGuard
 from connector.outbox import Dispatcher
@@ -33,6 +35,8 @@ class Services:
     rules: Rules
     pools: Pools
     throttle: Throttle
+    accounts: Accounts
+    keywords: Keywords
 
     @classmethod
     def build(cls, settings: Settings, store: Store | None = None) -> Services:
@@ -53,6 +57,7 @@ class Services:
             outbox_gauges=OutboxSnapshot(),
             rules=Rules(settings), throttle=throttle,
             pools=Pools(settings.sender_pools),
+            accounts=Accounts(store), keywords=Keywords(settings),
         )
 
     async def start(self) -> None:

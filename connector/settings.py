@@ -97,6 +97,16 @@ REFERENCE: Final[tuple[Setting, ...]] = (
             "opted out (per vendor account), in its send answer or a later status callback, "
             "and refuse later sends to them with 422 `opted_out` before any vendor call; "
             "operators list and remove entries at /api/v1/suppressions"),
+    Setting("CONNECTOR_INBOUND_URL", "", "the platform's inbound endpoint: messages recipients "
+            "send to the deployment's numbers (`POST /callbacks/{vendor}/inbound`) are forwarded "
+            "there through the outbox; empty = inbound callbacks answer 404 and nothing is kept"),
+    Setting("CONNECTOR_INBOUND_SECRET", "CONNECTOR_REPORT_SECRET", "HS256 secret of the "
+            "inbound forwards' JWT; at least 32 bytes when set"),
+    Setting("CONNECTOR_OPT_OUT_KEYWORDS", "", "comma list of words that, sent alone, put the "
+            "sender on the vendor account's suppression list, beside STOP, STOPALL, UNSUBSCRIBE, "
+            "CANCEL, END and QUIT"),
+    Setting("CONNECTOR_OPT_IN_KEYWORDS", "", "comma list of words that, sent alone, take the "
+            "sender off it again, beside START and UNSTOP"),
     Setting("CONNECTOR_MAX_BODY_BYTES", "65536", "largest accepted /sms/send body (413 above)"),
     Setting("CONNECTOR_DEDUPE_RETENTION", "604800", "seconds a request_id outcome is kept"),
     Setting("CONNECTOR_INFLIGHT_WAIT", "10", "seconds a repeat waits for an in-flight original"),
@@ -152,6 +162,10 @@ class Settings:
     rate_unit: str = "messages"
     redis_url: str = ""
     suppress_opt_outs: bool = True
+    inbound_url: str = ""
+    inbound_secret: Secret = field(default=Secret(""), repr=False)
+    opt_out_keywords: tuple[str, ...] = ()
+    opt_in_keywords: tuple[str, ...] = ()
     refuse_landlines: bool = False
     alpha_sender_blocked_regions: tuple[str, ...] = ("US", "CA")
     sender_pools: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -253,6 +267,10 @@ class Settings:
             rate_unit=r.choice("CONNECTOR_RATE_UNIT", ("messages", "segments")),
             redis_url=redis_url,
             suppress_opt_outs=r.parse("CONNECTOR_SUPPRESS_OPT_OUTS", _bool),
+            inbound_url=r.parse("CONNECTOR_INBOUND_URL", _http_url),
+            inbound_secret=r.secret("CONNECTOR_INBOUND_SECRET"),
+            opt_out_keywords=r.parse("CONNECTOR_OPT_OUT_KEYWORDS", _keywords),
+            opt_in_keywords=r.parse("CONNECTOR_OPT_IN_KEYWORDS", _keywords),
             refuse_landlines=r.parse("CONNECTOR_REFUSE_LANDLINES", _bool),
             alpha_sender_blocked_regions=r.parse("CONNECTOR_ALPHA_SENDER_BLOCKED_REGIONS",
                                                  _regions),
@@ -291,7 +309,8 @@ class Settings:
 
 
 _SECRET_FIELDS: Final = frozenset({"secret_key", "report_secret", "admin_key",
-                                   "platform_key", "callback_basic_auth"})
+                                   "platform_key", "callback_basic_auth",
+                                   "inbound_secret"})
 MIN_SECRET_BYTES: Final = 32
 _URL_FIELDS: Final = frozenset({"database_url", "redis_url"})
 
@@ -376,6 +395,19 @@ def _user_password(raw: str) -> str:
     if raw and ":" not in raw:
         raise ValueError("expected user:password")
     return raw
+
+
+def _http_url(raw: str) -> str:
+    if raw and not raw.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return raw
+
+
+def _keywords(raw: str) -> tuple[str, ...]:
+    words = tuple(part.strip().casefold() for part in raw.split(",") if part.strip())
+    if any(len(word.split()) != 1 for word in words):
+        raise ValueError("each keyword must be one word")
+    return words
 
 
 def _port(raw: str) -> int:

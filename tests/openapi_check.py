@@ -176,18 +176,20 @@ def assert_conforms(method: str, url: str, request_headers: Mapping[str, str],
         )
 
 
-def assert_report_conforms(request_headers: Mapping[str, str], request_body: bytes) -> None:
-    """Raise AssertionError unless a delivery-report POST matches webhooks.deliveryReport."""
+def assert_report_conforms(request_headers: Mapping[str, str], request_body: bytes,
+                           webhook: str = REPORT_WEBHOOK) -> None:
+    """Raise AssertionError unless a POST the connector made matches webhooks.<webhook>
+    (deliveryReport by default; inboundMessage for forwarded inbound messages)."""
     headers = _headers(request_headers)
     request = _WebhookRequest(
-        name=REPORT_WEBHOOK, method="post", body=request_body,
+        name=webhook, method="post", body=request_body,
         content_type=_content_type(headers),
         parameters=RequestParameters(header=headers),
     )
     errors = list(spec().iter_request_errors(request))
     if errors:
         raise AssertionError(
-            "delivery report breaks openapi.yaml webhooks.deliveryReport\n"
+            f"POST breaks openapi.yaml webhooks.{webhook}\n"
             + "\n".join(_explain(errors))
             + f"\nbody: {_preview(request_body)}"
         )

@@ -130,6 +130,8 @@ async def send(request: Request) -> Response:
         claimed_until=time.time() + services.sender.claim_seconds,
     )
     answer = await services.sender.send(vendor, config, message, body.message)
+    if answer.status == 200:  # credentials that worked: inbound webhooks are verified with them
+        await services.accounts.remember(vendor.name, config, message.sealed_settings)
     headers = {}
     if answer.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(answer.retry_after)))

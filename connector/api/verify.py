@@ -32,6 +32,7 @@ async def verify(request: Request) -> Response:
         answer = await services.http.send(vendor.build_verify(config), settings.vendor_timeout,
                                           what=vendor.name)
         read_answer(vendor.parse_verify, answer, vendor.name)
+        await services.accounts.remember(vendor.name, config, services.box.seal(config))
     except ConnectorError as exc:
         log.info("credentials_refused", code=exc.code)
         body = {"ok": False, "vendor": vendor_name, "message": exc.message,

@@ -155,6 +155,18 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
 # lease_reports looks at this many times `limit` due reports to pick from, per URL capped.
 LEASE_WINDOW: Final = 4
 
+class InboundRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """An inbound message to forward once, and what its keyword does to the suppression list."""
+
+    vendor: str
+    vendor_message_id: str
+    entry: OutboxEntry  # the event for the inbound URL
+    account: str  # as throttle.account_of names it
+    number: str  # the sender, E.164 (or as the vendor gave it)
+    listed: bool | None = None  # True: suppress the sender, False: remove them, None: neither
+    reason: str = ""
+
+
 # Builds the report for a status change inside the store's transaction (None: no report).
 ReportBuilder = Callable[[MessageRow, StatusUpdate, float], OutboxEntry | None]
 
@@ -250,3 +262,15 @@ class Store(Protocol):
         """Queue matching dead letters (of `ids` when given) for delivery again, at once:
         attempts start over and the retry horizon runs from `now`. Rows not dead (delivered,
         pending, already replayed) are left alone. Answers how many were queued."""
+    async def remember_account(self, vendor: str, account: str, sealed: bytes,
+                               now: float) -> None:
+        """Keep the latest sealed settings of a vendor account (inbound verification)."""
+
+    async def account_settings(self, vendor: str, account: str) -> bytes | None: ...
+
+    async def purge_inbound(self, before: float) -> int:
+        """Forget inbound messages received before `before` whose forward is finished."""
+
+    async def record_inbound(self, record: InboundRecord, now: float) -> bool:
+        """Queue an inbound message and apply its keyword, atomically, once per vendor
+        message id; False (nothing changed) when it was taken before."""

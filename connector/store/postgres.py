@@ -12,12 +12,13 @@ import msgspec
 
 from connector.errors import StoreUnavailable
 from connector.model import Applied, Status, StatusUpdate
-from connector.store import deadletters
+from connector.store import deadletters, inbound
 from connector.store.base import (
     LEASE_WINDOW,
     Claim,
     DeadLetter,
     DeadLetterFilter,
+    InboundRecord,
     LeasedReport,
     MessageRow,
     NewMessage,
@@ -713,6 +714,25 @@ class PostgresStore:
             status = await conn.execute(
                 "DELETE FROM suppressions WHERE account = $1 AND number = $2", account, number)
         return bool(status == "DELETE 1")
+
+    async def remember_account(self, vendor: str, account: str, sealed: bytes,
+                               now: float) -> None:
+        async with self._conn() as conn:
+            await conn.execute(inbound.PG["remember"], vendor, account, sealed, now)
+
+    async def account_settings(self, vendor: str, account: str) -> bytes | None:
+        async with self._conn() as conn:
+            found = await conn.fetchval(inbound.PG["settings"], vendor, account)
+        return None if found is None else bytes(found)
+
+    async def purge_inbound(self, before: float) -> int:
+        async with self._conn() as conn, conn.transaction():
+            statuses = [await conn.execute(sql, before) for sql in inbound.PURGE_PG]
+        return int(statuses[-1].rsplit(" ", 1)[-1])
+
+    async def record_inbound(self, record: InboundRecord, now: float) -> bool:
+        async with self._conn() as conn, conn.transaction():
+            return await inbound.record_pg(conn, record, now)
 
 
 def _describe(exc: BaseException) -> str:

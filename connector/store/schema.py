@@ -106,4 +106,24 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     # message_parts (the part count is not known yet); this says some are waiting, so the
     # outcome's write settles them in its own transaction.
     "ALTER TABLE messages ADD COLUMN parts_held INTEGER NOT NULL DEFAULT 0",
+    # 7 (branch h12-inbound): the latest sealed settings per vendor account (inbound webhooks carry no
+    # per-message credentials), and the vendor message ids of inbound messages already taken
+    # (a vendor's retry is acknowledged, not forwarded again).
+    """
+    CREATE TABLE vendor_accounts (
+        vendor TEXT NOT NULL,
+        account TEXT NOT NULL,
+        sealed_settings BLOB NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (vendor, account)
+    );
+    CREATE TABLE inbound_messages (
+        vendor TEXT NOT NULL,
+        vendor_message_id TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        PRIMARY KEY (vendor, vendor_message_id)
+    );
+    CREATE INDEX inbound_messages_received_at ON inbound_messages (received_at)
+    """,
 )

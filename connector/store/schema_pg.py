@@ -125,4 +125,22 @@ MIGRATIONS_PG: Final[tuple[str, ...]] = (
     """,
     # 6 (branch h15-tenant): part receipts held until the part count is known (schema.py).
     "ALTER TABLE messages ADD COLUMN parts_held BOOLEAN NOT NULL DEFAULT FALSE",
+    # 7 (branch h12-inbound): per-account sealed settings and inbound message ids (see schema.py).
+    """
+    CREATE TABLE vendor_accounts (
+        vendor TEXT NOT NULL,
+        account TEXT NOT NULL,
+        sealed_settings BYTEA NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (vendor, account)
+    );
+    CREATE TABLE inbound_messages (
+        vendor TEXT NOT NULL,
+        vendor_message_id TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        received_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (vendor, vendor_message_id)
+    );
+    CREATE INDEX inbound_messages_received_at ON inbound_messages (received_at)
+    """,
 )

@@ -23,12 +23,13 @@ import structlog
 
 from connector.errors import StoreUnavailable
 from connector.model import Applied, Status, StatusUpdate
-from connector.store import deadletters
+from connector.store import deadletters, inbound
 from connector.store.base import (
     LEASE_WINDOW,
     Claim,
     DeadLetter,
     DeadLetterFilter,
+    InboundRecord,
     LeasedReport,
     MessageRow,
     NewMessage,
@@ -671,6 +672,24 @@ class SqliteStore:
             "DELETE FROM suppressions WHERE account = ? AND number = ?",
             (account, number)).rowcount)
         return removed == 1
+
+    async def remember_account(self, vendor: str, account: str, sealed: bytes,
+                               now: float) -> None:
+        await self._write(lambda db: db.execute(inbound.SQLITE["remember"],
+                                                (vendor, account, sealed, now)))
+
+    async def account_settings(self, vendor: str, account: str) -> bytes | None:
+        with self._errors() as db:
+            found = db.execute(inbound.SQLITE["settings"], (vendor, account)).fetchone()
+        return None if found is None else bytes(found[0])
+
+    async def purge_inbound(self, before: float) -> int:
+        with self._tx() as db:
+            removed = [db.execute(sql, (before,)).rowcount for sql in inbound.PURGE_SQLITE]
+        return removed[-1]
+
+    async def record_inbound(self, record: InboundRecord, now: float) -> bool:
+        return await self._write(lambda db: inbound.record_sqlite(db, record, now))
 
     async def purge(self, before: float) -> int:
         """Forget messages created before `before` whose reports are finished, in batches."""
