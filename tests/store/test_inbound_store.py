@@ -62,7 +62,7 @@ async def test_purge_forgets_old_inbound_messages_once_forwarded(store: Store) -
     assert await store.purge_inbound(NOW + 50) == 0  # SM1's forward is still pending
     (first, _second) = sorted(await store.lease_reports("w", NOW + 200, 10, 30),
                              key=lambda item: item.event_id)
-    await store.reports_done([(first.id, ReportAttempt(at=NOW + 200, outcome="delivered",
+    await store.reports_done("w", [(first.id, ReportAttempt(at=NOW + 200, outcome="delivered",
                                                        status_code=200, error=None), None)],
                              NOW + 200)
     assert await store.purge_inbound(NOW + 50) == 1
