@@ -14,7 +14,7 @@ import httpx
 import msgspec
 import structlog
 
-from connector import metrics, msisdn
+from connector import metrics, mms, msisdn
 from connector.errors import ConnectorError
 from connector.http import HttpClient, cached_url
 from connector.model import REPORT_STATUS, ReportEvent, Status, StatusUpdate
@@ -41,6 +41,12 @@ _encode = msgspec.json.Encoder()
 def rfc3339(ts: float) -> str:
     moment = datetime.datetime.fromtimestamp(ts, datetime.UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _fallback(encoding: str | None) -> bool | msgspec.UnsetType:
+    """MMS reports say whether the fallback SMS went instead; SMS reports have no such field."""
+    flag = mms.fallback_flag(encoding)
+    return msgspec.UNSET if flag is None else flag
 
 
 def report_builder(settings: Settings) -> ReportBuilder:
@@ -71,6 +77,7 @@ def report_builder(settings: Settings) -> ReportBuilder:
             segments=row.segments,
             from_=row.from_number or row.sender,
             to=msisdn.to_platform(row.to_number),
+            fallback=_fallback(row.encoding),
         )
         return OutboxEntry(event_id=event.event_id, url=row.callback_url,
                            payload=_encode.encode(event))
