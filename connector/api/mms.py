@@ -22,8 +22,6 @@ from connector.vendors.base import Vendor
 
 log = structlog.get_logger("connector.mms")
 
-NOT_SUPPORTED: Final = "mms_not_supported"
-
 
 class MediaItem(msgspec.Struct, forbid_unknown_fields=False):
     url: str
@@ -97,7 +95,7 @@ class MmsExtension:
             return Content(body.message, mms=own.mms, fallback=False)
         if own.fallback_text is None:
             raise RefusedMessage(f"{refusal}, and the message has no fallback_message to send "
-                                 "as SMS instead", code=NOT_SUPPORTED)
+                                 "as SMS instead", code="mms_not_supported")
         log.info("mms_fallback", reason=refusal)
         return Content(own.fallback_text, fallback=True)
 

@@ -39,6 +39,7 @@ REGIONS: Final = ("us", "eu", "au", "br", "ca")
 # developers.sinch.com/docs/sms/api-reference/mms-support: MMS destinations of the SMS API.
 MMS_REGIONS: Final = frozenset({"US", "CA", "AU", "PR"})
 DLR_TYPE: Final = "recipient_delivery_report_sms"
+MMS_DLR_TYPE: Final = "recipient_delivery_report_mms"  # the same report, for mt_media batches
 SIGNATURE: Final = "x-sinch-webhook-signature"
 WINDOW: Final = 300.0  # seconds a signed callback's timestamp may be off: replay guard
 # expire_at may be at most 3 days after send_at (which we leave to Sinch: now). A longer
@@ -281,7 +282,7 @@ class Sinch:
         except msgspec.DecodeError:
             log.warning("unreadable_callback", vendor=self.name)
             return []
-        if report.type != DLR_TYPE:
+        if report.type not in (DLR_TYPE, MMS_DLR_TYPE):
             # Batch summaries and inbound messages: we ask for per-recipient reports only.
             log.info("ignored_callback", vendor=self.name, callback_type=report.type)
             return []

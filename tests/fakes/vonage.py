@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from .server import Canned, CannedAnswers, LocalHostOnly, ServedApp, sleep_unless_gone
 from .twilio import GSM7_BASIC, GSM7_EXT, num_segments
+from .vonage_messages import MESSAGES_PATH, VonageMessages
 
 FORM = "application/x-www-form-urlencoded"
 DIGITS = re.compile(r"\d{7,15}")  # spec: `to` pattern
@@ -48,8 +49,9 @@ def refusal(code: int | str, text: str) -> dict[str, Any]:
     return {"message-count": "1", "messages": [{"status": str(code), "error-text": text}]}
 
 
-class FakeVonage(CannedAnswers, ServedApp):
-    """Starlette fake of rest.nexmo.com: POST /sms/json and GET /account/get-balance."""
+class FakeVonage(VonageMessages, CannedAnswers, ServedApp):
+    """Starlette fake of rest.nexmo.com: POST /sms/json and GET /account/get-balance; and of
+    the Messages API's MMS channel (api.nexmo.com POST /v1/messages: vonage_messages)."""
 
     def __init__(self, accounts: Mapping[str, str], *,
                  signing: Mapping[str, tuple[str, str]] | None = None,
@@ -64,8 +66,10 @@ class FakeVonage(CannedAnswers, ServedApp):
         self._violations: list[str] = []
         self._canned: deque[Canned] = deque()
         self._send_calls = 0
+        self.mms_sent = []
         self._asgi = LocalHostOnly(Starlette(routes=[
             Route("/sms/json", self._send, methods=["POST"]),
+            Route(MESSAGES_PATH, self._messages_send, methods=["POST"]),
             Route("/account/get-balance", self._balance, methods=["GET"]),
         ]))
 
