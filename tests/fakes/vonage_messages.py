@@ -51,6 +51,9 @@ def mms_problems(body: Any) -> list[str]:
         if not isinstance(item, dict) or not isinstance(item.get("url"), str) or set(
                 item) - {"url", "caption"} or item.get("caption") == "":
             problems.append(f"{kind}: {{url, caption?}} is required")
+    elif kind == "text":  # OutboundMMSText
+        if not isinstance(body.get("text"), str) or not body["text"]:
+            problems.append("text: a non-empty string is required")
     elif kind == "content":
         items = body.get("content")
         if not isinstance(items, list) or not items or not all(
