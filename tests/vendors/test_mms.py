@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_plus
 
 import httpx
 import jwt
@@ -266,3 +266,32 @@ def test_the_encoding_column_records_mms_and_fallback(
         encoding: str, fallback: bool | None, stored: str, flag: bool | None) -> None:
     assert mms_rules.stored_encoding(encoding, fallback) == stored
     assert mms_rules.fallback_flag(stored) is flag
+
+
+@pytest.fixture(params=sorted(VENDORS))
+def name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_every_vendor_builds_an_mms_on_its_hosts_carrying_our_reference(name: str) -> None:
+    adapter = VENDORS[name]
+    outgoing = message(US, JPG)
+    request = adapter.build_mms(outgoing, SETTINGS[name])
+    host = request.url.host
+    assert any(host == h or (h.startswith("*.") and host.endswith(h[1:]))
+               for h in adapter.hosts), host
+    raw = request.read().decode()
+    sent = raw + "\n" + unquote_plus(raw)  # form bodies are percent-encoded, JSON not
+    assert JPG.url in sent
+    assert outgoing.message_id in sent or outgoing.callback_url in sent
+
+
+def test_every_vendor_classifies_mms_answers_as_it_does_sms(name: str) -> None:
+    from connector.errors import VendorThrottled, VendorUnavailable
+
+    adapter = VENDORS[name]
+    with pytest.raises(VendorThrottled) as throttled:
+        adapter.parse_mms(httpx.Response(429, headers={"Retry-After": "7"}, json={}))
+    assert throttled.value.retry_after == 7.0
+    with pytest.raises(VendorUnavailable):
+        adapter.parse_mms(httpx.Response(503, text="<html>down</html>"))
