@@ -5,6 +5,8 @@ Content, channelOptionsMms, outboundMessageCommon, messageStatusMMS, x-errors) a
 developer.vonage.com/en/messages/concepts/mms (US and Canada only). Sent with Basic auth (API
 key and secret), which the send accepts; status webhooks go to the per-message `webhook_url`,
 signed (when the account signs) with an HS256 JWT whose `payload_hash` is the body's SHA-256.
+Vonage's authentication page says Basic auth "does not support webhooks" (meaning the
+application's webhook settings); that the per-message `webhook_url` still applies is [inferred].
 """
 
 from __future__ import annotations

@@ -232,3 +232,20 @@ def test_sinch_without_mms_enabled_sends_the_fallback(
         assert batch["request"]["body"] == mms_body(receiver)["fallback_message"]
     finally:
         sinch.fake.stop()
+
+
+def test_a_forged_vonage_message_status_is_403_and_reports_nothing(
+        connector: Connector, receiver: ReportReceiver) -> None:
+    vonage = start_vendor("vonage")
+    try:
+        accepted = post(connector, vonage, mms_body(receiver)).json()
+        uuid = accepted["vendor_message_id"]
+        forged = checked(vonage.fake.send_mms_status(
+            uuid, "delivered", secret_override="forged-" + VONAGE_SIG))
+        assert forged.status_code == 403
+        assert row(connector, accepted["message_id"])["status"] == "accepted"
+        assert vonage.deliver(uuid).status_code == 204
+        (event,) = receiver.wait_for(1)
+        assert event["status"] == "delivered"
+    finally:
+        vonage.fake.stop()
