@@ -28,6 +28,7 @@ from .twilio import GSM7_BASIC, GSM7_EXT, num_segments
 FORM = "application/x-www-form-urlencoded"
 DIGITS = re.compile(r"\d{7,15}")  # spec: `to` pattern
 TYPES = frozenset({"text", "binary", "wappush", "unicode", "vcal", "vcard"})
+MAX_CALLBACK = 100
 MAX_CLIENT_REF = 40  # spec NewMessage.client-ref
 TTL_RANGE = (20000, 604800000)  # spec NewMessage.ttl: integer milliseconds, min and max
 DlrMethod = Literal["POST", "GET", "JSON"]  # the account's "HTTP method" for receipts
@@ -227,7 +228,9 @@ class FakeVonage(CannedAnswers, ServedApp):
         if ttl is not None and not (ttl.isdigit() and TTL_RANGE[0] <= int(ttl) <= TTL_RANGE[1]):
             return refusal(3, "Invalid ttl param: 20000-604800000 milliseconds")
         callback = urlsplit(p.get("callback", "https://x"))
-        if callback.scheme not in ("http", "https") or not callback.hostname:
+        # The documented limit (SDKs check it too): 100 characters.
+        if len(p.get("callback", "")) > MAX_CALLBACK or callback.scheme not in (
+                "http", "https") or not callback.hostname:
             return refusal(23, "Invalid callback url")
         return None
 
