@@ -31,6 +31,7 @@ def vonage() -> Iterator[FakeVonage]:
     fake = CheckedVonage({KEY: SECRET}, signing={KEY: (SIG_SECRET, "sha256")}).start()
     yield fake
     fake.stop()
+    assert fake.contract_violations == [], "against the vendor's own document"
     assert fake.violations == [], "the connector sent a request Vonage would mangle"
     assert fake.unused_canned() == [], "a canned Vonage answer was never asked for"
 

@@ -7,6 +7,7 @@ import binascii
 import copy
 import hashlib
 import hmac
+import json
 import re
 import threading
 import uuid
@@ -51,6 +52,8 @@ def refusal(code: int | str, text: str) -> dict[str, Any]:
 
 class FakeVonage(CannedAnswers, ServedApp):
     """Starlette fake of rest.nexmo.com: POST /sms/json and GET /account/get-balance."""
+
+    contract_vendor = "vonage"
 
     def __init__(self, accounts: Mapping[str, str], *,
                  signing: Mapping[str, tuple[str, str]] | None = None,
@@ -109,6 +112,11 @@ class FakeVonage(CannedAnswers, ServedApp):
             fields["sig"] = vonage_signature(fields, *signing)
         if signature_override is not None:
             fields["sig"] = signature_override
+        # The document gives the receipt's fields as a JSON body; form and GET receipts (a
+        # dashboard choice) carry the same fields, so each is checked as that object.
+        if not extra:
+            self.contract.webhook("vonage", "delivery-receipt", "application/json",
+                                  json.dumps(fields).encode())
         # After signing, so a test can tamper with a signed receipt (None drops a field).
         for key, value in (extra or {}).items():
             if value is None:
