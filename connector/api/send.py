@@ -85,10 +85,12 @@ def vendor_settings(request: Request, default_vendor: str) -> tuple[Vendor, dict
     if vendor is None:
         raise BadRequest(f"Chan-Vendor {name!r} is not one of {', '.join(VENDORS)}",
                          code="unknown_vendor")
-    for setting in vendor.required:
-        if setting not in given:
-            raise BadRequest(f"missing header {_header(setting)} (required for {vendor.name})",
-                             code="missing_setting")
+    missing = [_header(setting) for setting in vendor.required if setting not in given]
+    if missing:
+        # Every one at once: the platform's user fixes the integration in one pass.
+        noun = "header" if len(missing) == 1 else "headers"
+        raise BadRequest(f"missing {noun} {', '.join(missing)} (required for {vendor.name})",
+                         code="missing_setting")
     known = set(vendor.required) | set(vendor.optional)
     return vendor, {k: v for k, v in given.items() if k in known}
 
