@@ -130,6 +130,10 @@ async def send(request: Request) -> Response:
         claimed_until=time.time() + services.sender.claim_seconds,
     )
     answer = await services.sender.send(vendor, config, message, body.message)
+    if settings.keep_message_text:
+        # After the send, so the claim statement stays as it is; a repeat's own id was never
+        # inserted, so this changes nothing for it.
+        await services.store.keep_text(message_id, body.message)
     headers = {}
     if answer.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(answer.retry_after)))
