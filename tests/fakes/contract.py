@@ -116,7 +116,7 @@ class Contract:
     def response_body(self, method: str, template: str, status: int, body: bytes) -> list[str]:
         """Errors of a JSON answer body, for the operation at a path template."""
         op = self.doc["paths"][template][method.lower()]
-        answer = self._deref(op["responses"][str(status)])
+        answer = self.deref(op["responses"][str(status)])
         schema = self._schema(answer["content"]["application/json"]["schema"])
         return self._errors(schema, json.loads(body), "body")
 
@@ -144,7 +144,7 @@ class Contract:
         errors: list[str] = []
         declared: set[str] = set()
         for raw in op.get("parameters", []):
-            param = self._deref(raw)
+            param = self.deref(raw)
             where, name = param["in"], param["name"]
             if where not in given:
                 continue  # headers and cookies: the fakes check auth themselves
@@ -163,7 +163,7 @@ class Contract:
         return errors
 
     def _body(self, op: dict[str, Any], content_type: str | None, body: bytes) -> list[str]:
-        declared = self._deref(op.get("requestBody", {}))
+        declared = self.deref(op.get("requestBody", {}))
         content: dict[str, Any] = declared.get("content", {})
         if not body:
             return ["body: required"] if declared.get("required") else []
@@ -190,7 +190,8 @@ class Contract:
 
     # -- schemas -------------------------------------------------------------------------------
 
-    def _deref(self, node: dict[str, Any]) -> dict[str, Any]:
+    def deref(self, node: dict[str, Any]) -> dict[str, Any]:
+        """A node with its $ref chain followed (parameters, bodies, examples)."""
         while isinstance(node, dict) and "$ref" in node:
             node = _pointer(self.doc, node["$ref"])
         return node

@@ -14,7 +14,13 @@ from connector.model import Outgoing, new_message_id
 from connector.tokens import CallbackTokens
 from connector.vendors import VENDORS
 from tests.fakes.specs.subset import subset
-from tests.fakes.vendor_contracts import DOCUMENTS, check_built, check_response, check_webhook
+from tests.fakes.vendor_contracts import (
+    DOCUMENTS,
+    check_built,
+    check_response,
+    check_webhook,
+    contract,
+)
 from tests.vendors.cases import Case
 from tests.vendors.test_contract import case_for
 
@@ -184,3 +190,27 @@ def test_each_subset_is_self_contained(name: str) -> None:
     hooks = list(doc.get("webhooks", doc.get("x-webhooks", {})))
     again = subset(doc, ops, hooks)  # every $ref it keeps must resolve inside it
     assert again["paths"].keys() == doc["paths"].keys()
+
+
+def _webhook_examples() -> list[tuple[str, str, str, object]]:
+    found: list[tuple[str, str, str, object]] = []
+    for vendor, names in sorted(DOCUMENTS.items()):
+        for name in names:
+            doc = contract(vendor, name)
+            for hook in doc.doc.get("webhooks") or doc.doc.get("x-webhooks") or {}:
+                op = doc.webhook_operation(hook) or {}
+                media = op.get("requestBody", {}).get("content", {}).get("application/json", {})
+                for label, example in (media.get("examples") or {}).items():
+                    example = doc.deref(example)  # an example may be a $ref
+                    if "value" in example:
+                        found.append((vendor, hook, f"{name} {hook} {label}", example["value"]))
+    return found
+
+
+@pytest.mark.parametrize(("vendor", "webhook", "label", "example"),
+                         [pytest.param(*e, id=e[2]) for e in _webhook_examples()])
+def test_each_documented_webhook_example_conforms(vendor: str, webhook: str, label: str,
+                                                  example: object) -> None:
+    # Inbound and report webhooks alike: what a fake sends (or will) is held to the same.
+    body = json.dumps(example).encode()
+    assert check_webhook(vendor, webhook, "application/json", body) == []
