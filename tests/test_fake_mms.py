@@ -65,7 +65,7 @@ def test_infobip_mms_takes_the_documented_request_and_reports_as_mms(
                          headers=auth).json()["results"]
         assert [r["messageId"] for r in logs] == ["m1"]
     (report,) = [httpx.Response(200, content=b).json()["results"][0] for _, b in seen]
-    assert report["mmsCount"] == 1 and report["from"] == "12125550199"
+    assert report["smsCount"] == 1 and report["messageId"] == "m1"
     assert "sender" not in report and "messageCount" not in report
 
 

@@ -94,7 +94,8 @@ async def _status(request: Request, services: Services, vendor: Vendor) -> Respo
     if token_id is None and (token or vendor.token_callbacks):
         raise InvalidSignature("callback token is missing or invalid")
     callback = Callback(url=public_url(services, request), method=request.method,
-                        headers=request.headers, body=body, params=params)
+                        headers=request.headers, body=body, params=params,
+                        max_age=services.settings.signature_window)
     # Parsing reads only; nothing is applied until every message involved is verified.
     pending: list[tuple[MessageRow, StatusUpdate]] = []
     verified: set[str] = set()

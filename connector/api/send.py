@@ -116,10 +116,12 @@ def vendor_settings(request: Request, default_vendor: str) -> tuple[Vendor, dict
     if vendor is None:
         raise BadRequest(f"Chan-Vendor {name!r} is not one of {', '.join(VENDORS)}",
                          code="unknown_vendor")
-    for setting in vendor.required:
-        if setting not in given:
-            raise BadRequest(f"missing header {_header(setting)} (required for {vendor.name})",
-                             code="missing_setting")
+    missing = [_header(setting) for setting in vendor.required if setting not in given]
+    if missing:
+        # Every one at once: the platform's user fixes the integration in one pass.
+        noun = "header" if len(missing) == 1 else "headers"
+        raise BadRequest(f"missing {noun} {', '.join(missing)} (required for {vendor.name})",
+                         code="missing_setting")
     known = set(vendor.required) | set(vendor.optional)
     return vendor, {k: v for k, v in given.items() if k in known}
 
@@ -164,6 +166,10 @@ async def send(request: Request, extension: Extension | None = None) -> Response
         mms=content.mms, fallback=content.fallback,
     )
     answer = await services.sender.send(vendor, config, message, content.text)
+    if settings.keep_message_text:
+        # After the send, so the claim statement stays as it is; a repeat's own id was never
+        # inserted, so this changes nothing for it.
+        await services.store.keep_text(message_id, content.text)
     headers = {}
     if answer.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(answer.retry_after)))

@@ -160,6 +160,12 @@ class Store(Protocol):
     async def find(self, key: str) -> MessageRow | None:
         """By connector message id, else by request_id (newest first)."""
 
+    async def keep_text(self, message_id: str, text: str) -> None:
+        """Store a message's text (only when the deployment keeps texts, SPEC §7)."""
+
+    async def message_text(self, message_id: str) -> str | None:
+        """The stored text, None when it was not kept."""
+
     async def find_by_vendor_id(self, vendor: str, vendor_message_id: str
                                 ) -> MessageRow | None: ...
 

@@ -96,4 +96,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     # 4: nothing here. PostgreSQL's migration 4 adds the token buckets replicas share; a
     # SQLite deployment counts rates per process. Kept so the numbers match.
     "",
+    # branch h13-contracts: the message text, kept only with CONNECTOR_KEEP_MESSAGE_TEXT
+    # (SPEC §7); NULL otherwise. Purged with its row.
+    "ALTER TABLE messages ADD COLUMN text TEXT",
 )

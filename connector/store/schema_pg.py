@@ -118,4 +118,7 @@ MIGRATIONS_PG: Final[tuple[str, ...]] = (
         last_wait DOUBLE PRECISION NOT NULL DEFAULT 0
     )
     """,
+    # branch h13-contracts: the message text, kept only with CONNECTOR_KEEP_MESSAGE_TEXT
+    # (SPEC §7); NULL otherwise. Purged with its row.
+    "ALTER TABLE messages ADD COLUMN text TEXT",
 )

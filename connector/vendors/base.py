@@ -25,6 +25,7 @@ AUTH: Final = "auth"
 THROTTLED: Final = "throttled"
 TRANSIENT: Final = "transient"
 REJECTED: Final = "rejected"
+DEFAULT_SIGNATURE_WINDOW: Final = 300.0
 
 
 class Callback(msgspec.Struct, frozen=True, kw_only=True):
@@ -35,6 +36,9 @@ class Callback(msgspec.Struct, frozen=True, kw_only=True):
     headers: Mapping[str, str]  # lower-case names
     body: bytes
     params: list[tuple[str, str]]  # form fields (or query fields for GET callbacks), in order
+    # Seconds a signed timestamp may differ from our clock (CONNECTOR_SIGNATURE_WINDOW): no
+    # vendor documents a window for Bird, Sinch or Vonage signatures, so the deployment sets it.
+    max_age: float = DEFAULT_SIGNATURE_WINDOW
 
 
 class Vendor(Protocol):

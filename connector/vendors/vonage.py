@@ -47,7 +47,6 @@ from connector.vendors.base import (
 log = structlog.get_logger("connector.vendors.vonage")
 
 DEFAULT_BASE_URL: Final = "https://rest.nexmo.com"
-SIGNATURE_WINDOW: Final = 300.0  # seconds a signed receipt's timestamp may be off [inferred]
 # `ttl`: milliseconds, documented as 20000-604800000 (20 s to 7 days; default 72 h).
 # CONNECTOR_VALIDITY (seconds) is converted and clamped into that range rather than refused.
 TTL_RANGE: Final = (20_000, 604_800_000)
@@ -202,7 +201,7 @@ class Vonage:
         form = {
             "from": digits(message.sender), "to": digits(message.to_e164),
             "text": message.text, "type": "unicode" if ucs2 else "text",
-            "callback": message.callback_url, "status-report-req": "1",
+            "callback": message.callback_url, "status-report-req": "true",
             "client-ref": message.message_id,
         }
         if message.validity is not None:
@@ -282,7 +281,7 @@ class Vonage:
             secret = settings.get("signature-secret")
             if secret:  # else the connector's `?m=` token is the authentication
                 messages.verify(callback.headers, callback.body, secret, self._clock(),
-                                SIGNATURE_WINDOW)
+                                callback.max_age)
             return
         if _fields(callback).get("api-key", settings["api-key"]) != settings["api-key"]:
             raise InvalidSignature("Vonage receipt is for another API key")
@@ -304,7 +303,8 @@ class Vonage:
             stamp = int(fields.get("timestamp", ""))
         except ValueError:
             raise InvalidSignature("Vonage signed receipt has no timestamp") from None
-        if abs(self._clock() - stamp) > SIGNATURE_WINDOW:
+        # No documented window (signing-messages guide): CONNECTOR_SIGNATURE_WINDOW decides.
+        if abs(self._clock() - stamp) > callback.max_age:
             raise InvalidSignature("Vonage signed receipt is stale")
         # Whether Vonage signs our own `m` on GET receipts is not documented: accept either.
         variants = [fields] if token is None else [fields, {**fields, "m": token}]

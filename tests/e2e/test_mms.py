@@ -82,6 +82,23 @@ def vendor(request: pytest.FixtureRequest) -> Iterator[Vendor]:
     if violations is None:
         violations = getattr(started.fake, "violations", [])
     assert violations == [], f"the connector sent {started.name} a request it documents not"
+    assert current(started.name, started.fake.contract_violations) == [], \
+        "an exchange the vendor's document forbids"
+
+
+# Where the documents the fakes hold exchanges to predate MMS (tests/fakes/specs/README.md):
+# Sinch's is a 2021 third-party copy without mt_media batches or their MMS reports; Vonage's
+# Messages document is v0.1, without /v1/messages. Those exchanges are held to the current
+# documents by tests/vendors/test_mms.py and the fakes' own checks instead.
+DOCUMENT_GAPS = {
+    "sinch": ("is not of type 'string'", "recipient_delivery_report_mms", "mt_media"),
+    "vonage": ("POST /v1/messages: in none of",),
+}
+
+
+def current(vendor: str, violations: list[str]) -> list[str]:
+    gaps = DOCUMENT_GAPS.get(vendor, ())
+    return [v for v in violations if not any(gap in v for gap in gaps)]
 
 
 def mms_body(receiver: ReportReceiver, **changes: Any) -> dict[str, Any]:

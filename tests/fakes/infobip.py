@@ -124,9 +124,17 @@ def validity_seconds(msg: dict[str, Any]) -> int | None:
     return int(min(seconds, MAX_VALIDITY))
 
 
+# The delivery report of /sms/3/messages, as Infobip's document publishes it.
+REPORT_WEBHOOK = "receive-outbound-sms-message-reports-v3"
+# ... and of /mms/1/advanced (MmsReportRequest, "Send MMS message" in its description).
+MMS_REPORT_WEBHOOK = "receive-outbound-mms-message-reports"
+
+
 class FakeInfobip(InfobipMms, CannedAnswers, ServedApp):
     """Starlette fake of Infobip's SMS API as its v3 documentation describes it (and its MMS
     API: infobip_mms)."""
+
+    contract_vendor = "infobip"
 
     def __init__(self, api_keys: Iterable[str], *, send_only: Iterable[str] = (),
                  balance: float = 47.79, currency: str = "EUR") -> None:
@@ -201,6 +209,10 @@ class FakeInfobip(InfobipMms, CannedAnswers, ServedApp):
                 report = mms_report(report)
         if not url:
             raise ValueError(f"{message_id} has no webhooks.delivery.url; pass url_override")
+        if not extra:  # a test's deliberate additions are not the fake's to answer for
+            webhook = MMS_REPORT_WEBHOOK if msg.get("kind") == "mms" else REPORT_WEBHOOK
+            self.contract.webhook("infobip", webhook, "application/json",
+                                  json.dumps({"results": [report]}).encode())
         with httpx.Client(timeout=timeout, trust_env=False, auth=auth) as client:
             return client.post(url, json={"results": [report]},
                                headers={"User-Agent": "Infobip-DLR"})

@@ -6,8 +6,9 @@ destinations: [{to, messageId?}], from?, messageSegments: [text | link {contentU
 contentType?} | binary | smil | uploaded reference], title (<= 66), notifyUrl,
 intermediateReport, validityPeriod (minutes, 48 h at most), callbackData, sendAt, ...}]},
 answered with SendResult {bulkId, messages: [{to, status, messageId}]}; delivery reports to
-notifyUrl as {results: [MmsReport {bulkId, messageId, to, from, sentAt, doneAt, mmsCount,
-status, error, price}]}.
+notifyUrl as {results: [MmsReportSingle {bulkId, messageId, to, sentAt, doneAt, smsCount,
+mccMnc, callbackData, price, status, error}]} (webhook receive-outbound-mms-message-reports);
+the logs (MmsReport) name `from` and `mmsCount`.
 """
 
 from __future__ import annotations
@@ -150,8 +151,9 @@ def _status(name: str) -> dict[str, Any]:
 
 
 def mms_report(report: dict[str, Any]) -> dict[str, Any]:
-    """An SMS delivery report rewritten as the MMS report's fields (from, mmsCount)."""
+    """An SMS delivery report rewritten as the pushed MMS report (MmsReportSingle: no sender,
+    `smsCount` for the part count)."""
     report = dict(report)
-    report["from"] = report.pop("sender")
-    report["mmsCount"] = report.pop("messageCount")
+    report.pop("sender")
+    report["smsCount"] = report.pop("messageCount")
     return report

@@ -27,6 +27,7 @@ from starlette.routing import Route
 from .server import Canned, CannedAnswers, LocalHostOnly, ServedApp, sleep_unless_gone
 
 BATCHES = "/xms/v1/{plan}/batches"
+RECIPIENT_REPORT = "/xms/v1/{service_plan_id}/batches/{batch_id}/delivery_report/{recipient_msisdn}"
 MSISDN = re.compile(r"(?:\+|00)?([1-9]\d{6,14})")
 SENDER = re.compile(r"(?:\+|00)?[1-9]\d{6,14}|\d{3,8}|(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}")
 FIELDS = frozenset({"to", "from", "body", "type", "delivery_report", "send_at", "expire_at",
@@ -90,6 +91,8 @@ def _invalid_times(sent: dict[str, Any]) -> Response | None:
 class FakeSinch(CannedAnswers, ServedApp):
     """Starlette fake of the XMS batches API for service plans {plan id: API token}."""
 
+    contract_vendor = "sinch"
+
     def __init__(self, plans: Mapping[str, str], *, secrets: Mapping[str, str] | None = None,
                  default_originator: str | None = None) -> None:
         super().__init__()
@@ -133,6 +136,11 @@ class FakeSinch(CannedAnswers, ServedApp):
             url = url_override or record["resource"].get("callback_url")
             body = self._report(record, status, DEFAULT_CODES[status] if code is None else code)
             secret = self.secrets.get(record["plan"])
+        if not extra:
+            # The deliveryReport webhook names the recipient report's format by reference:
+            # that of "Retrieve a recipient delivery report".
+            self.contract.response("sinch", "sinch-sms.openapi.json", "GET", RECIPIENT_REPORT,
+                                   200, json.dumps(body).encode())
         body.update(extra or {})
         raw = json.dumps(body, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json"}

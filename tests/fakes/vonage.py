@@ -7,6 +7,7 @@ import binascii
 import copy
 import hashlib
 import hmac
+import json
 import re
 import threading
 import uuid
@@ -29,6 +30,7 @@ from .vonage_messages import MESSAGES_PATH, VonageMessages
 FORM = "application/x-www-form-urlencoded"
 DIGITS = re.compile(r"\d{7,15}")  # spec: `to` pattern
 TYPES = frozenset({"text", "binary", "wappush", "unicode", "vcal", "vcard"})
+MAX_CALLBACK = 100
 MAX_CLIENT_REF = 40  # spec NewMessage.client-ref
 TTL_RANGE = (20000, 604800000)  # spec NewMessage.ttl: integer milliseconds, min and max
 DlrMethod = Literal["POST", "GET", "JSON"]  # the account's "HTTP method" for receipts
@@ -52,6 +54,8 @@ def refusal(code: int | str, text: str) -> dict[str, Any]:
 class FakeVonage(VonageMessages, CannedAnswers, ServedApp):
     """Starlette fake of rest.nexmo.com: POST /sms/json and GET /account/get-balance; and of
     the Messages API's MMS channel (api.nexmo.com POST /v1/messages: vonage_messages)."""
+
+    contract_vendor = "vonage"
 
     def __init__(self, accounts: Mapping[str, str], *,
                  signing: Mapping[str, tuple[str, str]] | None = None,
@@ -112,6 +116,11 @@ class FakeVonage(VonageMessages, CannedAnswers, ServedApp):
             fields["sig"] = vonage_signature(fields, *signing)
         if signature_override is not None:
             fields["sig"] = signature_override
+        # The document gives the receipt's fields as a JSON body; form and GET receipts (a
+        # dashboard choice) carry the same fields, so each is checked as that object.
+        if not extra:
+            self.contract.webhook("vonage", "delivery-receipt", "application/json",
+                                  json.dumps(fields).encode())
         # After signing, so a test can tamper with a signed receipt (None drops a field).
         for key, value in (extra or {}).items():
             if value is None:
@@ -231,7 +240,9 @@ class FakeVonage(VonageMessages, CannedAnswers, ServedApp):
         if ttl is not None and not (ttl.isdigit() and TTL_RANGE[0] <= int(ttl) <= TTL_RANGE[1]):
             return refusal(3, "Invalid ttl param: 20000-604800000 milliseconds")
         callback = urlsplit(p.get("callback", "https://x"))
-        if callback.scheme not in ("http", "https") or not callback.hostname:
+        # The documented limit (SDKs check it too): 100 characters.
+        if len(p.get("callback", "")) > MAX_CALLBACK or callback.scheme not in (
+                "http", "https") or not callback.hostname:
             return refusal(23, "Invalid callback url")
         return None
 

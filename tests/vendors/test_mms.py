@@ -295,3 +295,13 @@ def test_every_vendor_classifies_mms_answers_as_it_does_sms(name: str) -> None:
     assert throttled.value.retry_after == 7.0
     with pytest.raises(VendorUnavailable):
         adapter.parse_mms(httpx.Response(503, text="<html>down</html>"))
+
+
+@pytest.mark.parametrize("name", ["infobip", "twilio"])
+def test_mms_requests_conform_to_the_published_documents(name: str) -> None:
+    """Infobip's MMS document and Twilio's Messages document (MediaUrl) are current; Sinch's
+    and Vonage's kept copies predate their MMS (tests/fakes/specs/README.md)."""
+    from tests.fakes.vendor_contracts import check_built
+
+    request = VENDORS[name].build_mms(message(US, JPG, PNG, validity=600), SETTINGS[name])
+    assert check_built(name, request) == []
