@@ -20,7 +20,7 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from connector import metrics
-from connector.api import callbacks, deadletters, health, inbound, operator, send, verify
+from connector.api import callbacks, deadletters, health, inbound, mms, operator, send, verify
 from connector.errors import ConnectorError, PlatformKeyRefused
 from connector.services import Services
 from connector.settings import Settings
@@ -171,6 +171,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Front:
     routes = [
         Route("/sms/send", send.send, methods=["POST"]),
         Route("/sms/verify", verify.verify, methods=["GET", "POST"]),
+        Route("/mms/send", mms.send, methods=["POST"]),
+        Route("/mms/verify", mms.verify, methods=["GET", "POST"]),
         Route("/callbacks/{vendor}/status", callbacks.status, methods=["POST", "GET"]),
         Route("/callbacks/{vendor}/inbound", inbound.inbound, methods=["POST", "GET"]),
         Route("/api/v1/messages/{id}", operator.message, methods=["GET"]),

@@ -64,6 +64,20 @@ REPORT_STATUS: Final = {
 }
 
 
+class Media(msgspec.Struct, frozen=True, kw_only=True):
+    """One MMS attachment, by URL (the connector passes URLs on; it never fetches them)."""
+
+    url: str
+    content_type: str | None = None
+
+
+class Mms(msgspec.Struct, frozen=True, kw_only=True):
+    """The MMS-only part of a message: what /mms/send adds to an SMS (SPEC section 8)."""
+
+    media: tuple[Media, ...]
+    subject: str = ""
+
+
 class Outgoing(msgspec.Struct, frozen=True, kw_only=True):
     """A validated message, ready for a vendor adapter."""
 
@@ -75,6 +89,7 @@ class Outgoing(msgspec.Struct, frozen=True, kw_only=True):
     # Seconds the vendor may keep trying (CONNECTOR_VALIDITY); None = the vendor's default.
     # Each adapter clamps it to what its vendor documents.
     validity: int | None = None
+    mms: Mms | None = None  # set: send as an MMS (text is its body text, may be empty)
 
 
 class Accepted(msgspec.Struct, frozen=True, kw_only=True):
@@ -122,6 +137,8 @@ class ReportEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=False
     segments: int | None
     from_: str | None = msgspec.field(name="from")
     to: str
+    # MMS reports only (absent from SMS reports): true when the fallback text went as SMS.
+    fallback: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class Applied(enum.StrEnum):

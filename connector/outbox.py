@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import msgspec
 import structlog
 
-from connector import http, metrics, msisdn
+from connector import http, metrics, mms, msisdn
 from connector.errors import ConnectorError
 from connector.http import HttpClient
 from connector.model import REPORT_STATUS, ReportEvent, Status, StatusUpdate
@@ -46,6 +46,12 @@ def rfc3339(ts: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _fallback(encoding: str | None) -> bool | msgspec.UnsetType:
+    """MMS reports say whether the fallback SMS went instead; SMS reports have no such field."""
+    flag = mms.fallback_flag(encoding)
+    return msgspec.UNSET if flag is None else flag
+
+
 def report_builder(settings: Settings) -> ReportBuilder:
     """The event the platform gets for a status change, when the deployment reports it."""
     wanted = settings.report_statuses
@@ -74,6 +80,7 @@ def report_builder(settings: Settings) -> ReportBuilder:
             segments=row.segments,
             from_=row.from_number or row.sender,
             to=msisdn.to_platform(row.to_number),
+            fallback=_fallback(row.encoding),
         )
         return OutboxEntry(event_id=event.event_id, url=row.callback_url,
                            payload=_encode.encode(event))

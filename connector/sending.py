@@ -10,7 +10,7 @@ from typing import Final
 import msgspec
 import structlog
 
-from connector import metrics
+from connector import metrics, mms
 from connector.errors import (
     AmbiguousOutcome,
     ConnectorError,
@@ -35,7 +35,7 @@ from connector.store.base import (
 )
 from connector.throttle import Throttle, account_of
 from connector.tokens import CallbackTokens
-from connector.vendors.base import Vendor, read_answer
+from connector.vendors.base import Vendor, build_request, parse_answer, read_answer
 
 log = structlog.get_logger("connector.send")
 
@@ -73,7 +73,7 @@ class Sender:
         return Outgoing(message_id=message.id, sender=message.sender,
                         to_e164=message.to_number, text=text,
                         callback_url=self.callback_url(vendor.name, message.id),
-                        validity=self.settings.validity)
+                        validity=self.settings.validity, mms=message.mms)
 
     async def send(self, vendor: Vendor, config: Mapping[str, str], message: NewMessage,
                    text: str) -> StoredResponse:
@@ -100,7 +100,7 @@ class Sender:
                     text: str) -> SendOutcome:
         outgoing = self._outgoing(vendor, message, text)
         try:
-            request = vendor.build_send(outgoing, config)
+            request = build_request(vendor, outgoing, config)
         except ConnectorError as exc:  # settings the adapter refuses: a permanent answer
             return SendOutcome(
                 response=StoredResponse(status=exc.status, body=exc.body()),
@@ -127,7 +127,8 @@ class Sender:
             try:
                 answer = await self.http.send(request, self.settings.vendor_timeout,
                                               what=vendor.name)
-                accepted = read_answer(vendor.parse_send, answer, vendor.name)
+                accepted = read_answer(lambda got: parse_answer(vendor, outgoing, got),
+                                       answer, vendor.name)
             except AmbiguousOutcome as exc:
                 found = await self._reconcile(vendor, config, outgoing, exc)
                 if found is None:
@@ -155,11 +156,15 @@ class Sender:
                 release=refused.retryable,
             )
         metrics.VENDOR_OUTCOMES.labels(vendor.name, "accepted").inc()
-        body = _encode.encode({
+        answer_body = {
             "message_id": message.id, "request_id": message.request_id, "vendor": vendor.name,
             "vendor_message_id": accepted.vendor_message_id, "status": "accepted",
             "segments": message.segments, "encoding": message.encoding,
-        })
+        }
+        if message.fallback is not None:  # an /mms/send: say whether the fallback SMS went
+            answer_body.update(encoding=mms.sms_encoding(message.encoding),
+                               fallback=message.fallback)
+        body = _encode.encode(answer_body)
         return SendOutcome(
             response=StoredResponse(status=200, body=body), status=accepted.status,
             vendor_message_id=accepted.vendor_message_id,

@@ -17,6 +17,9 @@ from connector.senders import parse_pools
 from connector.vendors import VENDORS
 
 REPORTABLE: Final = frozenset({"sent", "delivered", "failed"})
+# Vonage's 100-character callback limit less `/callbacks/vonage/status?m=` and a 33-character
+# token (connector/tokens.py).
+MAX_PUBLIC_URL: Final = 40
 
 T = TypeVar("T")
 log = structlog.get_logger("connector.settings")
@@ -60,7 +63,8 @@ REFERENCE: Final[tuple[Setting, ...]] = (
             "otherwise); at least 32 bytes; empty = not checked (set it in production)"),
     Setting("CONNECTOR_REPORT_AUTH_PREFIX", "", "prefix of the report Authorization header, e.g. `Bearer `"),
     Setting("CONNECTOR_PUBLIC_URL", "http://{host}:{port}",
-            "public base URL vendors call back; used to build and verify callback URLs"),
+            "public base URL vendors call back; used to build and verify callback URLs; at most "
+            "40 characters (Vonage caps a callback URL at 100)"),
     Setting("CONNECTOR_DEFAULT_VENDOR", "twilio", "vendor used when Chan-Vendor is absent"),
     Setting("CONNECTOR_ADMIN_KEY", "", "Auth-Key for operator endpoints; empty = they answer 401"),
     Setting("CONNECTOR_ALLOW_PRIVATE_NETWORKS", "false",
@@ -93,6 +97,11 @@ REFERENCE: Final[tuple[Setting, ...]] = (
     Setting("CONNECTOR_REDIS_URL", "", "`redis://[:password@]host:port/db`: keep the rate-limit "
             "buckets and vendor pauses in Redis instead of the PostgreSQL store; empty = the "
             "store (PostgreSQL), or per process (SQLite)"),
+    Setting("CONNECTOR_SIGNATURE_WINDOW", "300", "seconds a signed Bird, Sinch or Vonage "
+            "callback's timestamp may differ from the connector's clock (none of them "
+            "documents a window)"),
+    Setting("CONNECTOR_KEEP_MESSAGE_TEXT", "false", "store each message's text, shown by the "
+            "operator look-up; off: the text is sent and forgotten"),
     Setting("CONNECTOR_SUPPRESS_OPT_OUTS", "true", "remember recipients a vendor reports as "
             "opted out (per vendor account), in its send answer or a later status callback, "
             "and refuse later sends to them with 422 `opted_out` before any vendor call; "
@@ -166,6 +175,8 @@ class Settings:
     inbound_secret: Secret = field(default=Secret(""), repr=False)
     opt_out_keywords: tuple[str, ...] = ()
     opt_in_keywords: tuple[str, ...] = ()
+    keep_message_text: bool = False
+    signature_window: float = 300.0
     refuse_landlines: bool = False
     alpha_sender_blocked_regions: tuple[str, ...] = ("US", "CA")
     sender_pools: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -244,6 +255,12 @@ class Settings:
         public_url = (env.get("CONNECTOR_PUBLIC_URL") or f"http://{host}:{port}").rstrip("/")
         if not public_url.startswith(("http://", "https://")):
             raise SettingsError("CONNECTOR_PUBLIC_URL: must start with http:// or https://")
+        if len(public_url) > MAX_PUBLIC_URL:
+            # Refused whatever vendors are in use: the platform picks the vendor per request,
+            # so a deployment cannot promise at start-up that Vonage will never be asked.
+            raise SettingsError(
+                f"CONNECTOR_PUBLIC_URL: {len(public_url)} characters; at most {MAX_PUBLIC_URL} "
+                "(Vonage refuses callback URLs over 100 characters)")
         return cls(
             host=host,
             port=port,
@@ -271,6 +288,8 @@ class Settings:
             inbound_secret=r.secret("CONNECTOR_INBOUND_SECRET"),
             opt_out_keywords=r.parse("CONNECTOR_OPT_OUT_KEYWORDS", _keywords),
             opt_in_keywords=r.parse("CONNECTOR_OPT_IN_KEYWORDS", _keywords),
+            keep_message_text=r.parse("CONNECTOR_KEEP_MESSAGE_TEXT", _bool),
+            signature_window=r.parse("CONNECTOR_SIGNATURE_WINDOW", _positive_float),
             refuse_landlines=r.parse("CONNECTOR_REFUSE_LANDLINES", _bool),
             alpha_sender_blocked_regions=r.parse("CONNECTOR_ALPHA_SENDER_BLOCKED_REGIONS",
                                                  _regions),

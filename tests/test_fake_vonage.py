@@ -90,6 +90,8 @@ def test_send_accepts_both_documented_credentials(vonage: FakeVonage, auth: str)
     pytest.param(BASIC, {"text": ""}, "2", id="no-text"),
     pytest.param(BASIC, {"client-ref": "x" * 41}, "3", id="client-ref-over-40"),
     pytest.param(BASIC, {"callback": "ftp://x/y"}, "23", id="bad-callback"),
+    pytest.param(BASIC, {"callback": "https://c.example/" + "x" * 83}, "23",
+                 id="callback-over-100"),
 ])
 def test_send_refusals_are_200_with_a_status(vonage: FakeVonage, auth: tuple[str, str] | None,
                                              params: dict[str, str], code: str) -> None:

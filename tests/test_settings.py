@@ -34,12 +34,18 @@ def test_port_wins_over_connector_port() -> None:
     pytest.param("CONNECTOR_AMBIGUOUS_POLICY", "sometimes", id="policy"),
     pytest.param("CONNECTOR_MAX_BODY_BYTES", "-1", id="negative"),
     pytest.param("CONNECTOR_PUBLIC_URL", "ftp://x", id="public-url"),
+    pytest.param("CONNECTOR_PUBLIC_URL", "https://" + "c" * 33, id="public-url-too-long"),
+    pytest.param("CONNECTOR_KEEP_MESSAGE_TEXT", "perhaps", id="keep-text"),
     pytest.param("CONNECTOR_DATABASE_URL", "mysql://x", id="database-url"),
     pytest.param("CONNECTOR_LOG_LEVEL", "loud", id="log-level"),
 ])
 def test_wrong_value_names_the_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=re.escape(name)):
         Settings.from_env({name: value})
+
+
+def test_public_url_of_40_characters_is_the_longest_taken() -> None:
+    assert Settings.from_env({"CONNECTOR_PUBLIC_URL": "https://" + "c" * 32}).public_url
 
 
 def test_secrets_never_in_repr(tmp_path: Path) -> None:

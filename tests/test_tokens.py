@@ -6,6 +6,7 @@ import time
 
 import jwt
 
+from connector.model import new_message_id
 from connector.tokens import CallbackTokens, ReportSigner, SecretBox
 
 
@@ -35,3 +36,24 @@ def test_report_jwt_is_hs256_with_iat_and_prefix() -> None:
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
     claims = jwt.decode(token, secret, algorithms=["HS256"])
     assert abs(claims["iat"] - time.time()) < 5
+
+
+def test_connector_ids_get_compact_tokens_that_fit_vonage_callbacks() -> None:
+    tokens = CallbackTokens("deployment-secret")
+    message_id = new_message_id()
+    token = tokens.sign(message_id)
+    assert len(token) == 33 and tokens.unsign(token) == message_id
+    flipped = token[:-1] + ("A" if token[-1] != "A" else "B")
+    assert tokens.unsign(flipped) is None
+    other = new_message_id()
+    assert tokens.unsign(tokens.sign(other)[:22] + token[22:]) is None  # MAC of another id
+    assert CallbackTokens("another-deployment").unsign(token) is None
+    public = "https://" + "c" * 32  # the longest public base the settings allow (40)
+    assert len(f"{public}/callbacks/vonage/status?m={token}") <= 100
+
+
+def test_tokens_made_before_the_compact_form_still_verify() -> None:
+    tokens = CallbackTokens("deployment-secret")
+    message_id = new_message_id()
+    old = tokens._signer.sign(message_id).decode()  # the itsdangerous form sent until now
+    assert tokens.unsign(old) == message_id

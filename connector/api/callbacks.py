@@ -106,7 +106,8 @@ async def _status(request: Request, services: Services, vendor: Vendor) -> Respo
     else:
         params = []
     callback = Callback(url=public_url(services, request), method=request.method,
-                        headers=request.headers, body=body, params=params)
+                        headers=request.headers, body=body, params=params,
+                        max_age=services.settings.signature_window)
     try:
         updates = vendor.parse_status(callback)
     except RecursionError:  # msgspec's answer to JSON nested deeper than it will follow

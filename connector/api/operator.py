@@ -80,7 +80,9 @@ async def message(request: Request) -> Response:
         return _json({"error": {"code": "not_found", "message": "no such message",
                                 "retryable": False, "vendor_code": None}}, 404)
     reports = await services.store.reports_for(row.id)
-    return _json({**_view(row), "reports": [{
+    kept = services.settings.keep_message_text
+    text = await services.store.message_text(row.id) if kept else None
+    return _json({**_view(row), "text": text, "reports": [{
         "event_id": r.event_id, "url": r.url, "state": r.state,
         "next_attempt_at": _time(r.next_attempt_at),
         "attempts": [{"at": rfc3339(a.at), "outcome": a.outcome, "status_code": a.status_code,

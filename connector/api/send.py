@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Final
+from collections.abc import Mapping
+from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
 import msgspec
 import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 
-from connector import msisdn, segments
+from connector import mms, msisdn, segments
 from connector.errors import BadRequest, PayloadTooLarge, RefusedMessage
-from connector.model import new_message_id
+from connector.model import Mms, new_message_id
 from connector.services import Services
 from connector.store.base import NewMessage
 from connector.vendors import VENDORS
@@ -22,6 +23,7 @@ from connector.vendors.base import Vendor
 
 MAX_CUSTOM_DATA_BYTES: Final = 4096
 _PREFIX: Final = "chan-"
+T = TypeVar("T")
 
 
 class SendBody(msgspec.Struct):
@@ -57,16 +59,26 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def parse_body(raw: bytes) -> SendBody:
+    body = decode(raw, _decode)
+    if not body.message:
+        raise BadRequest("message must not be empty", code="invalid_field")
+    check_common(body)
+    return body
+
+
+def decode(raw: bytes, decoder: msgspec.json.Decoder[T]) -> T:
     try:
-        body = _decode.decode(raw)
+        return decoder.decode(raw)
     except msgspec.ValidationError as exc:
         raise BadRequest(f"invalid body: {exc}", code="invalid_field") from None
     except msgspec.DecodeError:
         raise BadRequest("body is not valid JSON", code="malformed_json") from None
     except RecursionError:  # msgspec refuses to follow nesting this deep (e.g. metadata)
         raise BadRequest("body is nested too deeply", code="malformed_json") from None
-    if not body.message:
-        raise BadRequest("message must not be empty", code="invalid_field")
+
+
+def check_common(body: SendBody) -> None:
+    """The rules every send body obeys, SMS or MMS."""
     if len(body.message) > segments.MAX_MESSAGE_CHARS:
         raise RefusedMessage(f"message is over {segments.MAX_MESSAGE_CHARS} characters",
                              code="message_too_long")
@@ -75,7 +87,26 @@ def parse_body(raw: bytes) -> SendBody:
                          code="invalid_field")
     if not (body.callback_url or body.webhook_url):
         raise BadRequest("callback_url (or webhook_url) is required", code="invalid_field")
-    return body
+
+
+class Content(NamedTuple):
+    """What goes to the vendor: the text, and for /mms/send the MMS part or the fallback."""
+
+    text: str
+    mms: Mms | None = None
+    fallback: bool | None = None  # None: an SMS send; else whether the fallback SMS goes
+
+
+class Extension(Protocol):
+    """A send endpoint beside /sms/send (/mms/send): its body and what it sends, with every
+    other step (headers, rules, URL checks, dedupe, throttle, suppression) shared."""
+
+    def parse(self, raw: bytes) -> tuple[SendBody, object]:
+        """The common part (checked with check_common) and the endpoint's own part."""
+
+    async def content(self, services: Services, vendor: Vendor, config: Mapping[str, str],
+                      to_e164: str, own: object, body: SendBody) -> Content:
+        """Check the endpoint's own part (URLs, vendor support) and say what to send."""
 
 
 def vendor_settings(request: Request, default_vendor: str) -> tuple[Vendor, dict[str, str]]:
@@ -87,10 +118,12 @@ def vendor_settings(request: Request, default_vendor: str) -> tuple[Vendor, dict
     if vendor is None:
         raise BadRequest(f"Chan-Vendor {name!r} is not one of {', '.join(VENDORS)}",
                          code="unknown_vendor")
-    for setting in vendor.required:
-        if setting not in given:
-            raise BadRequest(f"missing header {_header(setting)} (required for {vendor.name})",
-                             code="missing_setting")
+    missing = [_header(setting) for setting in vendor.required if setting not in given]
+    if missing:
+        # Every one at once: the platform's user fixes the integration in one pass.
+        noun = "header" if len(missing) == 1 else "headers"
+        raise BadRequest(f"missing {noun} {', '.join(missing)} (required for {vendor.name})",
+                         code="missing_setting")
     known = set(vendor.required) | set(vendor.optional)
     return vendor, {k: v for k, v in given.items() if k in known}
 
@@ -99,10 +132,11 @@ def _header(setting: str) -> str:
     return "Chan-" + "-".join(part.capitalize() for part in setting.split("-"))
 
 
-async def send(request: Request) -> Response:
+async def send(request: Request, extension: Extension | None = None) -> Response:
     services: Services = request.app.state.services
     settings = services.settings
-    body = parse_body(await read_body(request, settings.max_body_bytes))
+    raw = await read_body(request, settings.max_body_bytes)
+    body, own = extension.parse(raw) if extension else (parse_body(raw), None)
     request_id = body.request_id or None
     structlog.contextvars.bind_contextvars(request_id=request_id)
     vendor, config = vendor_settings(request, settings.default_vendor)
@@ -114,11 +148,13 @@ async def send(request: Request) -> Response:
     services.rules.check(number, sender)
     callback_url = body.callback_url or body.webhook_url or ""
     await services.guard.check(callback_url, "callback_url", settings.callback_hosts or None)
+    content = (await extension.content(services, vendor, config, to_e164, own, body)
+               if extension else Content(body.message))
     base_url = vendor.base_url(config)  # refuses bad settings (e.g. a region) before the claim
     if "base-url" in config:
         await services.guard.check(base_url, "Chan-Base-Url",
                                    vendor.hosts + settings.vendor_hosts)
-    info = segments.analyse(body.message)
+    info = segments.analyse(content.text)
     message_id = new_message_id()
     structlog.contextvars.bind_contextvars(message_id=message_id)
     message = NewMessage(
@@ -126,12 +162,18 @@ async def send(request: Request) -> Response:
         sealed_settings=services.box.seal(config), sender=sender, to_number=to_e164,
         custom_data=body.custom_data, callback_url=callback_url,
         metadata=None if body.metadata is None else _encode.encode(body.metadata),
-        segments=info.segments, encoding=info.encoding, from_number=pooled,
+        segments=1 if content.mms else info.segments,
+        encoding=mms.stored_encoding(info.encoding, content.fallback), from_number=pooled,
         claimed_until=time.time() + services.sender.claim_seconds,
+        mms=content.mms, fallback=content.fallback,
     )
-    answer = await services.sender.send(vendor, config, message, body.message)
+    answer = await services.sender.send(vendor, config, message, content.text)
     if answer.status == 200:  # credentials that worked: inbound webhooks are verified with them
         await services.accounts.remember(vendor.name, config, message.sealed_settings)
+    if settings.keep_message_text:
+        # After the send, so the claim statement stays as it is; a repeat's own id was never
+        # inserted, so this changes nothing for it.
+        await services.store.keep_text(message_id, content.text)
     headers = {}
     if answer.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(answer.retry_after)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 import msgspec
 import structlog
 from starlette.requests import Request
@@ -14,9 +16,14 @@ from connector.vendors.base import read_answer
 
 log = structlog.get_logger("connector.verify")
 _encode = msgspec.json.Encoder()
+MMS_NOTES: Final = {
+    True: " and the account can send MMS.",
+    False: ", but the account cannot send MMS: /mms/send will send the fallback text as SMS.",
+    None: "; whether the account can send MMS shows on the first MMS send.",
+}
 
 
-async def verify(request: Request) -> Response:
+async def verify(request: Request, mms: bool = False) -> Response:
     """200 when one cheap authenticated vendor call works; otherwise the error's status with a
     `message` the platform shows on its integration screen."""
     services: Services = request.app.state.services
@@ -33,6 +40,7 @@ async def verify(request: Request) -> Response:
                                           what=vendor.name)
         read_answer(vendor.parse_verify, answer, vendor.name)
         await services.accounts.remember(vendor.name, config, services.box.seal(config))
+        can_mms = vendor.mms_capability(config, answer) if mms else None
     except ConnectorError as exc:
         log.info("credentials_refused", code=exc.code)
         body = {"ok": False, "vendor": vendor_name, "message": exc.message,
@@ -40,6 +48,9 @@ async def verify(request: Request) -> Response:
                           "retryable": exc.retryable, "vendor_code": exc.vendor_code}}
         return Response(_encode.encode(body), status_code=exc.status, headers=exc.headers(),
                         media_type="application/json")
-    body = {"ok": True, "vendor": vendor.name,
-            "message": f"The {vendor.name} credentials work."}
-    return Response(_encode.encode(body), media_type="application/json")
+    works: dict[str, object] = {"ok": True, "vendor": vendor.name,
+                                "message": f"The {vendor.name} credentials work."}
+    if mms:  # /mms/verify: also whether the account can send MMS, where the vendor tells
+        works["mms"] = can_mms
+        works["message"] = f"The {vendor.name} credentials work" + MMS_NOTES[can_mms]
+    return Response(_encode.encode(works), media_type="application/json")

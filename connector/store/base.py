@@ -7,7 +7,7 @@ from typing import Final, Protocol
 
 import msgspec
 
-from connector.model import Applied, Status, StatusUpdate
+from connector.model import Applied, Mms, Status, StatusUpdate
 
 
 class NewMessage(msgspec.Struct, frozen=True, kw_only=True):
@@ -28,6 +28,10 @@ class NewMessage(msgspec.Struct, frozen=True, kw_only=True):
     # The number the message goes out from when the connector chose it (a sender pool's pick):
     # stored as from_number when the vendor's acceptance names none.
     from_number: str | None = None
+    # /mms/send only, never stored as such (the encoding column says `mms`, or the fallback
+    # SMS's encoding marked by connector.mms): the MMS part, and whether the fallback went.
+    mms: Mms | None = None
+    fallback: bool | None = None
 
 
 class StoredResponse(msgspec.Struct, frozen=True, kw_only=True):
@@ -201,6 +205,12 @@ class Store(Protocol):
 
     async def find(self, key: str) -> MessageRow | None:
         """By connector message id, else by request_id (newest first)."""
+
+    async def keep_text(self, message_id: str, text: str) -> None:
+        """Store a message's text (only when the deployment keeps texts, SPEC §7)."""
+
+    async def message_text(self, message_id: str) -> str | None:
+        """The stored text, None when it was not kept."""
 
     async def find_by_vendor_id(self, vendor: str, vendor_message_id: str
                                 ) -> MessageRow | None: ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, cast
 
 import asyncpg
 import msgspec
@@ -465,6 +465,15 @@ class PostgresStore:
             found = await conn.fetchrow(f"SELECT {_ROW_COLUMNS} FROM messages WHERE id = $1",
                                         message_id)
         return None if found is None else _row(found)
+
+    async def keep_text(self, message_id: str, text: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute("UPDATE messages SET text = $1 WHERE id = $2", text, message_id)
+
+    async def message_text(self, message_id: str) -> str | None:
+        async with self._conn() as conn:
+            found = await conn.fetchval("SELECT text FROM messages WHERE id = $1", message_id)
+        return cast(str | None, found)
 
     async def find(self, key: str) -> MessageRow | None:
         async with self._conn() as conn:

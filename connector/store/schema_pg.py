@@ -143,4 +143,7 @@ MIGRATIONS_PG: Final[tuple[str, ...]] = (
     );
     CREATE INDEX inbound_messages_received_at ON inbound_messages (received_at)
     """,
+    # 8 (branch h13-contracts): the message text, kept only with CONNECTOR_KEEP_MESSAGE_TEXT
+    # (SPEC §7); NULL otherwise. Purged with its row.
+    "ALTER TABLE messages ADD COLUMN text TEXT",
 )

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import msgspec
 import structlog
@@ -429,6 +429,16 @@ class SqliteStore:
             found = db.execute(f"SELECT {_ROW_COLUMNS} FROM messages WHERE id = ?",
                                (message_id,)).fetchone()
         return None if found is None else _row(found)
+
+    async def keep_text(self, message_id: str, text: str) -> None:
+        await self._write(lambda db: db.execute(
+            "UPDATE messages SET text = ? WHERE id = ?", (text, message_id)))
+
+    async def message_text(self, message_id: str) -> str | None:
+        with self._errors() as db:
+            found = db.execute("SELECT text FROM messages WHERE id = ?",
+                               (message_id,)).fetchone()
+        return None if found is None else cast(str | None, found[0])
 
     async def find(self, key: str) -> MessageRow | None:
         row = await self.message(key)

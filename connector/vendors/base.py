@@ -19,7 +19,7 @@ from connector.errors import (
     VendorThrottled,
     VendorUnavailable,
 )
-from connector.model import Accepted, Outgoing, StatusUpdate
+from connector.model import Accepted, Mms, Outgoing, StatusUpdate
 
 T = TypeVar("T")
 
@@ -28,6 +28,7 @@ AUTH: Final = "auth"
 THROTTLED: Final = "throttled"
 TRANSIENT: Final = "transient"
 REJECTED: Final = "rejected"
+DEFAULT_SIGNATURE_WINDOW: Final = 300.0
 
 
 class Callback(msgspec.Struct, frozen=True, kw_only=True):
@@ -38,6 +39,9 @@ class Callback(msgspec.Struct, frozen=True, kw_only=True):
     headers: Mapping[str, str]  # lower-case names
     body: bytes
     params: list[tuple[str, str]]  # form fields (or query fields for GET callbacks), in order
+    # Seconds a signed timestamp may differ from our clock (CONNECTOR_SIGNATURE_WINDOW): no
+    # vendor documents a window for Bird, Sinch or Vonage signatures, so the deployment sets it.
+    max_age: float = DEFAULT_SIGNATURE_WINDOW
 
 
 class Vendor(Protocol):
@@ -81,6 +85,35 @@ class Vendor(Protocol):
     def parse_lookup(self, response: httpx.Response) -> Accepted | None:
         """The message as the vendor knows it, None when the vendor never took it; raise a
         VendorError when the look-up itself failed."""
+
+    # MMS (SPEC section 8). A message with `mms` set goes through build_mms/parse_mms; the
+    # rest of its life (callbacks, look-ups by reference, reports) is the SMS one.
+    def mms_refusal(self, to_e164: str, mms: Mms, settings: Mapping[str, str]) -> str | None:
+        """Why this account or destination cannot take this MMS (then the fallback SMS goes,
+        or 422 mms_not_supported); None when it can."""
+
+    def build_mms(self, message: Outgoing, settings: Mapping[str, str]) -> httpx.Request: ...
+
+    def parse_mms(self, response: httpx.Response) -> Accepted:
+        """As parse_send, for the answer to build_mms's request."""
+
+    def mms_capability(self, settings: Mapping[str, str], response: httpx.Response
+                       ) -> bool | None:
+        """From a successful build_verify answer: can the account send MMS? None: cannot tell."""
+
+
+def build_request(vendor: Vendor, message: Outgoing, settings: Mapping[str, str]
+                  ) -> httpx.Request:
+    """The vendor request for this message: its MMS send when it carries MMS, else its SMS."""
+    if message.mms is not None:
+        return vendor.build_mms(message, settings)
+    return vendor.build_send(message, settings)
+
+
+def parse_answer(vendor: Vendor, message: Outgoing, response: httpx.Response) -> Accepted:
+    if message.mms is not None:
+        return vendor.parse_mms(response)
+    return vendor.parse_send(response)
 
 
 def basic_auth(user: str, password: str) -> str:

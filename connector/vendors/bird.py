@@ -23,13 +23,13 @@ import structlog
 
 from connector import http
 from connector.errors import InvalidSignature, VendorAuthFailed, VendorError, VendorUnavailable
-from connector.model import Accepted, Outgoing, Status, StatusUpdate
+from connector.mms import US_CA, content_type, kind, region
+from connector.model import Accepted, Mms, Outgoing, Status, StatusUpdate
 from connector.vendors.base import AUTH, REJECTED, THROTTLED, Callback, classify
 
 log = structlog.get_logger("connector.vendors.bird")
 
 DEFAULT_BASE_URL: Final = "https://api.bird.com"
-MAX_SKEW: Final = 300.0  # seconds a signed callback's timestamp may differ from our clock [inferred]
 
 # https://docs.bird.com/api/channels-api/message-status-and-interactions (and vendors.md 7.1)
 STATUS_MAP: Final[Mapping[str, Status]] = {
@@ -151,6 +151,21 @@ def _opted_out(failure: _Failure | None) -> bool:
             and str(source.code) in OPT_OUT_SOURCE_CODES)
 
 
+_json_object = msgspec.json.Decoder(dict[str, Any])
+
+
+def _has_mms(capabilities: object, depth: int = 0) -> bool:
+    """An `mms` capability anywhere under the channel's capabilities that is usable (the
+    published example nests it as messaging -> ... -> outgoing -> mms)."""
+    if not isinstance(capabilities, dict) or depth > 6:
+        return False
+    found = capabilities.get("mms")
+    if isinstance(found, dict):
+        status = str(found.get("status") or "active").lower()
+        return not found.get("paused") and status not in ("inactive", "disabled", "paused")
+    return any(_has_mms(value, depth + 1) for value in capabilities.values())
+
+
 def _failed(response: httpx.Response) -> VendorError:
     try:
         error = _error.decode(response.content)
@@ -216,6 +231,53 @@ class Bird:
             return Accepted(vendor_message_id=created.id, from_number=_sender(created))
         raise _failed(response)
 
+    def mms_refusal(self, to_e164: str, mms: Mms, settings: Mapping[str, str]) -> str | None:
+        # SMS channels with MMS-capable numbers (bought for the US and Canada) send media
+        # messages, and only there (docs.bird.com .../programmable-sms, "MMS sizes and
+        # limitations"). Whether this channel's number is one shows on /mms/verify.
+        if region(to_e164) not in US_CA:
+            return "bird sends MMS to US and Canadian numbers only"
+        return None
+
+    def build_mms(self, message: Outgoing, settings: Mapping[str, str]) -> httpx.Request:
+        """The SMS send with an `image` body (every item an image: up to 10 mediaUrls, the
+        text and the subject as title) or else a `file` body (mediaUrl with contentType)."""
+        assert message.mms is not None
+        items = message.mms.media
+        content: dict[str, object]
+        if all(kind(item) == "image" for item in items):
+            content = {"images": [{"mediaUrl": item.url} for item in items]}
+            if message.mms.subject:
+                content["title"] = message.mms.subject
+            body_type = "image"
+        else:
+            content = {"files": [{"mediaUrl": item.url, "contentType": content_type(item)}
+                                 for item in items]}
+            body_type = "file"
+        if message.text:
+            content["text"] = message.text
+        body = {
+            "receiver": {"contacts": [{"identifierKey": "phonenumber",
+                                       "identifierValue": message.to_e164}]},
+            "body": {"type": body_type, body_type: content},
+            "reference": message.message_id,
+        }
+        return http.request("POST", self._url(settings, "/messages"), self._auth(settings),
+                            json=body)
+
+    def parse_mms(self, response: httpx.Response) -> Accepted:
+        return self.parse_send(response)
+
+    def mms_capability(self, settings: Mapping[str, str], response: httpx.Response
+                       ) -> bool | None:
+        """The channel's `capabilities` name an outgoing `mms` capability when its number is
+        MMS-capable; one that is paused or not active does not count."""
+        try:
+            channel = _json_object.decode(response.content)
+        except msgspec.DecodeError:
+            return None
+        return _has_mms(channel.get("capabilities"))
+
     def build_verify(self, settings: Mapping[str, str]) -> httpx.Request:
         return self._request("GET", settings)
 
@@ -261,8 +323,11 @@ class Bird:
         if not hmac.compare_digest(_digest(key, stamp, callback.url, callback.body), given):
             raise InvalidSignature("messagebird-signature does not match")
         # A replayed callback keeps its old, validly signed timestamp.
-        if age > MAX_SKEW:
-            raise InvalidSignature("messagebird-request-timestamp is outside the 5-minute window")
+        # Bird's docs (docs.bird.com, Verifying a webhook subscription) give the algorithm
+        # but no window: callback.max_age is the deployment's CONNECTOR_SIGNATURE_WINDOW.
+        if age > callback.max_age:
+            raise InvalidSignature("messagebird-request-timestamp is outside the "
+                                   f"{callback.max_age:g}-second window")
 
     def parse_status(self, callback: Callback) -> list[StatusUpdate]:
         try:

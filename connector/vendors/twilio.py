@@ -11,7 +11,7 @@ import base64
 import hmac
 from collections.abc import Mapping
 from typing import Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import msgspec
@@ -19,7 +19,8 @@ import structlog
 
 from connector import http
 from connector.errors import InvalidSignature, VendorAuthFailed
-from connector.model import Accepted, Outgoing, Status, StatusUpdate
+from connector.mms import US_CA, region
+from connector.model import Accepted, Mms, Outgoing, Status, StatusUpdate
 from connector.vendors.base import AUTH, THROTTLED, TRANSIENT, Callback, basic_auth, classify
 
 log = structlog.get_logger("connector.vendors.twilio")
@@ -191,6 +192,32 @@ class Twilio:
                                    vendor_code=_code(response))
         raise classify(response, vendor=self.name, vendor_code=_code(response),
                        detail="could not check the credentials", codes=ERROR_CODES)
+
+    def mms_refusal(self, to_e164: str, mms: Mms, settings: Mapping[str, str]) -> str | None:
+        # Twilio sends MMS to the US and Canada only; elsewhere it would send an SMS with a
+        # link instead (its MMS Converter), so the platform's own fallback text goes instead.
+        if region(to_e164) not in US_CA:
+            return "twilio sends MMS to US and Canadian numbers only"
+        return None
+
+    def build_mms(self, message: Outgoing, settings: Mapping[str, str]) -> httpx.Request:
+        """The SMS form plus one MediaUrl per item; Body may be empty with media. Twilio's
+        Messages resource has no subject field, so the subject is not sent."""
+        sms = self.build_send(message, settings)
+        form = [(k, v) for k, v in parse_qsl(sms.content.decode(), keep_blank_values=True)
+                if k != "Body" or v]
+        form += [("MediaUrl", item.url) for item in message.mms.media] if message.mms else []
+        return httpx.Request("POST", sms.url, headers={
+            "Accept": "application/json", "Authorization": sms.headers["authorization"],
+            "Content-Type": http.FORM}, content=urlencode(form).encode())
+
+    def parse_mms(self, response: httpx.Response) -> Accepted:
+        accepted = self.parse_send(response)
+        return msgspec.structs.replace(accepted, segments=None)  # an MMS is one message
+
+    def mms_capability(self, settings: Mapping[str, str], response: httpx.Response
+                       ) -> bool | None:
+        return None  # MMS is a property of each number, not of the account Twilio shows
 
     def build_lookup(self, message: Outgoing, settings: Mapping[str, str]
                      ) -> httpx.Request | None:

@@ -125,6 +125,7 @@ def twilio() -> Iterator[FakeTwilio]:
     fake = CheckedTwilio({SID: TOKEN}).start()
     yield fake
     fake.stop()
+    assert fake.contract_violations == [], "against the vendor's own document"
     assert fake.schema_violations == [], "the connector sent a request Twilio's spec forbids"
     assert fake.unused_canned() == [], "a canned Twilio answer was never asked for"
 

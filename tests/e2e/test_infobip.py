@@ -29,6 +29,7 @@ def infobip() -> Iterator[FakeInfobip]:
     fake = CheckedInfobip([KEY]).start()
     yield fake
     fake.stop()
+    assert fake.contract_violations == [], "against the vendor's own document"
     assert fake.schema_violations == [], "the connector sent a request Infobip's schema forbids"
     assert fake.unused_canned() == [], "a canned Infobip answer was never asked for"
 

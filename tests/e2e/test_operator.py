@@ -41,9 +41,19 @@ def test_message_lifecycle_with_report_attempts(
         assert (view["status"], view["vendor_message_id"]) == ("delivered", sid)
         assert view["to_number"] == "+447911123456"
         assert view["handed_off_at"] and view["delivered_at"]
+        assert view["text"] is None  # CONNECTOR_KEEP_MESSAGE_TEXT is off by default
         (report,) = view["reports"]
         assert report["state"] == "delivered"
         assert [a["status_code"] for a in report["attempts"]] == [503, 200]
+
+
+def test_look_up_shows_the_text_when_the_deployment_keeps_it(
+        start_connector: Any, twilio: FakeTwilio, receiver: ReportReceiver) -> None:
+    keeping: Connector = start_connector(CONNECTOR_ADMIN_KEY=ADMIN,
+                                         CONNECTOR_KEEP_MESSAGE_TEXT="true")
+    body = send_body(receiver, message="Grüße, your code is 1234")
+    sent = checked(httpx.post(keeping.url + "/sms/send", json=body, headers=headers(twilio)))
+    assert look_up(keeping, sent.json()["message_id"]).json()["text"] == body["message"]
 
 
 @pytest.mark.parametrize("auth", ["", "wrong"])

@@ -38,6 +38,7 @@ def twilio() -> Iterator[FakeTwilio]:
     fake = CheckedTwilio({WARM_SID: TOKEN, SID: TOKEN}).start()
     yield fake
     fake.stop()
+    assert fake.contract_violations == [], "against the vendor's own document"
     assert fake.schema_violations == []
 
 

@@ -32,6 +32,7 @@ def vonage() -> Iterator[FakeVonage]:
     fake = FakeVonage({VONAGE_KEY: VONAGE_SECRET}).start()
     yield fake
     fake.stop()
+    assert fake.contract_violations == [], "against the vendor's own document"
     assert fake.violations == [], "the connector sent a request Vonage would mangle"
 
 

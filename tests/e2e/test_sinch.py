@@ -32,6 +32,7 @@ def sinch() -> Iterator[FakeSinch]:
     fake = CheckedSinch({PLAN: TOKEN}, secrets={PLAN: SECRET}).start()
     yield fake
     fake.stop()
+    assert fake.contract_violations == [], "against the vendor's own document"
     assert fake.unused_canned() == [], "a canned Sinch answer was never asked for"
 
 

@@ -29,6 +29,7 @@ def infobip() -> Iterator[FakeInfobip]:
     fake = test_infobip.CheckedInfobip([test_infobip.KEY]).start()
     yield fake
     fake.stop()
+    assert fake.contract_violations == [], "against the vendor's own document"
     assert fake.schema_violations == []
 
 
@@ -39,6 +40,7 @@ def vonage() -> Iterator[FakeVonage]:
         signing={test_vonage.KEY: (test_vonage.SIG_SECRET, "sha256")}).start()
     yield fake
     fake.stop()
+    assert fake.contract_violations == [], "against the vendor's own document"
     assert fake.violations == []
 
 

@@ -33,6 +33,7 @@ def vonage() -> Iterator[FakeVonage]:
     fake = CheckedVonage({KEY: SECRET}, signing={KEY: (SIG_SECRET, "sha256")}).start()
     yield fake
     fake.stop()
+    assert fake.contract_violations == [], "against the vendor's own document"
     assert fake.violations == [], "the connector sent a request Vonage would mangle"
     assert fake.unused_canned() == [], "a canned Vonage answer was never asked for"
 
@@ -69,8 +70,9 @@ def test_round_trip_reports_delivery_with_exact_custom_data(
     assert (params["to"], params["from"], params["text"]) == (
         "447911123456", "MyBrand", "Your code is 1234")
     assert (params["client-ref"], params["type"], params["status-report-req"]) == (
-        accepted["message_id"], "text", "1")
+        accepted["message_id"], "text", "true")
     assert "/callbacks/vonage/status?m=" in params["callback"]
+    assert len(params["callback"]) <= 100
 
     assert vonage.send_status(sent["id"], "accepted").status_code == 204
     assert vonage.send_status(sent["id"], "delivered").status_code == 204

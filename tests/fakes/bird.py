@@ -56,6 +56,30 @@ def default_error(status: int) -> dict[str, Any]:
     return {"code": phrase.title().replace(" ", "").replace("-", ""), "message": phrase}
 
 
+# docs.bird.com/api/channels-api/message-types: image {images: [{mediaUrl, altText?}], text?,
+# title?} and file {files: [{mediaUrl, contentType, filename?}], text?}; 10 media at most.
+MEDIA_ITEMS = {"image": ("images", {"mediaUrl", "altText"}, {"text", "title"}),
+               "file": ("files", {"mediaUrl", "contentType", "filename"}, {"text"})}
+
+
+def media_problems(body: dict[str, Any]) -> dict[str, list[str]]:
+    kind = body["type"]
+    key, item_fields, extra = MEDIA_ITEMS[kind]
+    content = body.get(kind)
+    if set(body) - {"type", kind} or not isinstance(content, dict):
+        return {f"body.{kind}": ["must be the only content, an object"]}
+    problems = {f"body.{kind}.{k}": ["unknown field"] for k in content
+                if k != key and k not in extra}
+    items = content.get(key)
+    if not isinstance(items, list) or not 1 <= len(items) <= 10 or not all(
+            isinstance(i, dict) and isinstance(i.get("mediaUrl"), str)
+            and not set(i) - item_fields for i in items):
+        problems[f"body.{kind}.{key}"] = ["1-10 items with a mediaUrl"]
+    elif kind == "file" and not all(isinstance(i.get("contentType"), str) for i in items):
+        problems[f"body.{kind}.{key}"] = ["every file needs its contentType"]
+    return problems
+
+
 def iso_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -65,8 +89,9 @@ class FakeBird(CannedAnswers, ServedApp):
 
     def __init__(self, access_key: str, workspace_id: str, channel_id: str, *,
                  signing_key: str | None = None, channel_number: str = "+31970102030",
-                 channel_status: str = "active") -> None:
+                 channel_status: str = "active", mms: bool = False) -> None:
         super().__init__()
+        self.mms = mms  # the channel's number is MMS-capable (its capabilities say so)
         self.access_key, self.workspace_id, self.channel_id = access_key, workspace_id, channel_id
         self.signing_key = signing_key  # the webhook subscription's signingKey
         self.channel_number, self.channel_status = channel_number, channel_status
@@ -183,7 +208,9 @@ class FakeBird(CannedAnswers, ServedApp):
                     and contact.get("identifierKey", "phonenumber") == "phonenumber"):
                 problems[f"receiver.contacts[{i}].identifierValue"] = ["not an E.164 number"]
         text = body.get("body")
-        if "template" not in body and not (
+        if isinstance(text, dict) and text.get("type") in MEDIA_ITEMS:
+            problems.update(media_problems(text))
+        elif "template" not in body and not (
                 isinstance(text, dict) and text.get("type") == "text"
                 and isinstance(text.get("text"), dict) and text["text"].get("text")
                 and isinstance(text["text"]["text"], str)):
@@ -211,6 +238,8 @@ class FakeBird(CannedAnswers, ServedApp):
                 return bird_error(422, "InvalidPayload", "The request did not pass validation",
                                   problems)
             canned = self._canned.popleft() if self._canned else None
+        if (body.get("body") or {}).get("type") in MEDIA_ITEMS and not self.mms:  # [inferred] refusal
+            return bird_error(422, "InvalidPayload", "The channel cannot send media messages")
         if canned is not None and not (canned.body is None and 200 <= canned.status < 300):
             await sleep_unless_gone(request, canned.delay, self.closing)
             self._record_request(body, canned.status, canned=True)
@@ -253,6 +282,9 @@ class FakeBird(CannedAnswers, ServedApp):
         return refused or JSONResponse({
             "id": self.channel_id, "platformId": "sms-messagebird", "name": "SMS",
             "identifier": self.channel_number, "status": self.channel_status,
+            # docs.bird.com .../programmable-sms "Checking if a channel is MMS capable"
+            **({"capabilities": {"messaging": {"messaging": {"outgoing": {"mms": {
+                "name": "mms", "status": "active", "paused": False}}}}}} if self.mms else {}),
         })
 
     async def _list(self, request: Request) -> Response:

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .infobip_mms import MMS_LOGS_PATH, MMS_SEND_PATH, InfobipMms, mms_report
 from .server import Canned, CannedAnswers, LocalHostOnly, ServedApp, sleep_unless_gone
 from .twilio import num_segments
 
@@ -123,8 +124,17 @@ def validity_seconds(msg: dict[str, Any]) -> int | None:
     return int(min(seconds, MAX_VALIDITY))
 
 
-class FakeInfobip(CannedAnswers, ServedApp):
-    """Starlette fake of Infobip's SMS API as its v3 documentation describes it."""
+# The delivery report of /sms/3/messages, as Infobip's document publishes it.
+REPORT_WEBHOOK = "receive-outbound-sms-message-reports-v3"
+# ... and of /mms/1/advanced (MmsReportRequest, "Send MMS message" in its description).
+MMS_REPORT_WEBHOOK = "receive-outbound-mms-message-reports"
+
+
+class FakeInfobip(InfobipMms, CannedAnswers, ServedApp):
+    """Starlette fake of Infobip's SMS API as its v3 documentation describes it (and its MMS
+    API: infobip_mms)."""
+
+    contract_vendor = "infobip"
 
     def __init__(self, api_keys: Iterable[str], *, send_only: Iterable[str] = (),
                  balance: float = 47.79, currency: str = "EUR") -> None:
@@ -141,7 +151,9 @@ class FakeInfobip(CannedAnswers, ServedApp):
         self.lookups: list[dict[str, list[str]]] = []
         routes = [Route(SEND_PATH, self._send, methods=["POST"]),
                   Route(LOGS_PATH, self._logs, methods=["GET"]),
-                  Route(BALANCE_PATH, self._balance, methods=["GET"])]
+                  Route(BALANCE_PATH, self._balance, methods=["GET"]),
+                  Route(MMS_SEND_PATH, self._mms_send, methods=["POST"]),
+                  Route(MMS_LOGS_PATH, self._mms_logs, methods=["GET"])]
         self._asgi = LocalHostOnly(Starlette(routes=routes))
 
     # ---- test-side API ----
@@ -193,8 +205,14 @@ class FakeInfobip(CannedAnswers, ServedApp):
                 **(extra or {}),
             }
             msg["status"], msg["error"], msg["done_at"] = status, error, now
+            if msg.get("kind") == "mms":
+                report = mms_report(report)
         if not url:
             raise ValueError(f"{message_id} has no webhooks.delivery.url; pass url_override")
+        if not extra:  # a test's deliberate additions are not the fake's to answer for
+            webhook = MMS_REPORT_WEBHOOK if msg.get("kind") == "mms" else REPORT_WEBHOOK
+            self.contract.webhook("infobip", webhook, "application/json",
+                                  json.dumps({"results": [report]}).encode())
         with httpx.Client(timeout=timeout, trust_env=False, auth=auth) as client:
             return client.post(url, json={"results": [report]},
                                headers={"User-Agent": "Infobip-DLR"})

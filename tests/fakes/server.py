@@ -16,6 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .vendor_contracts import CheckRequests, ContractLog
+
 HOST = "127.0.0.1"
 
 
@@ -97,15 +99,28 @@ class ServedApp:
     """Base for fakes: an ASGI app that can serve itself via `start()`/`stop()` or `with`."""
 
     _asgi: ASGIApp
+    # The vendor whose published documents every request is checked against
+    # (tests/fakes/vendor_contracts.py); None: the vendor publishes none (Bird).
+    contract_vendor: str | None = None
 
     def __init__(self) -> None:
+        self.contract = ContractLog()
         self._runner: ServerThread | None = None
         self._last_port = 0
         # Set while stopping so delayed handlers return at once instead of holding shutdown.
         self.closing = threading.Event()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._asgi(scope, receive, send)
+        if self.contract_vendor is None:
+            await self._asgi(scope, receive, send)
+        else:
+            await CheckRequests(self._asgi, self.contract_vendor, self.contract)(
+                scope, receive, send)
+
+    @property
+    def contract_violations(self) -> list[str]:
+        """Requests received and callbacks sent that the vendor's document forbids."""
+        return self.contract.violations
 
     def start(self, port: int | None = None) -> Self:
         """Serve on 127.0.0.1 (given port, else the previous one, else a free one)."""

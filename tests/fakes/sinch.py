@@ -27,12 +27,15 @@ from starlette.routing import Route
 from .server import Canned, CannedAnswers, LocalHostOnly, ServedApp, sleep_unless_gone
 
 BATCHES = "/xms/v1/{plan}/batches"
+RECIPIENT_REPORT = "/xms/v1/{service_plan_id}/batches/{batch_id}/delivery_report/{recipient_msisdn}"
 MSISDN = re.compile(r"(?:\+|00)?([1-9]\d{6,14})")
 SENDER = re.compile(r"(?:\+|00)?[1-9]\d{6,14}|\d{3,8}|(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}")
 FIELDS = frozenset({"to", "from", "body", "type", "delivery_report", "send_at", "expire_at",
                     "callback_url", "client_reference", "feedback_enabled", "flash_message",
                     "truncate_concat", "max_number_of_message_parts", "from_ton", "from_npi",
-                    "udh", "parameters"})
+                    "udh", "parameters", "strict_validation"})
+# mt_media batches (MMS, where Sinch enabled it for the plan): MediaBody {url, message?, subject?}
+MEDIA_FIELDS = frozenset({"url", "message", "subject"})
 REPORT_KINDS = frozenset({"none", "summary", "full", "per_recipient", "per_recipient_final"})
 FINAL = frozenset({"Delivered", "Failed", "Expired", "Rejected", "Aborted", "Cancelled",
                    "Deleted", "Unknown"})
@@ -88,6 +91,8 @@ def _invalid_times(sent: dict[str, Any]) -> Response | None:
 class FakeSinch(CannedAnswers, ServedApp):
     """Starlette fake of the XMS batches API for service plans {plan id: API token}."""
 
+    contract_vendor = "sinch"
+
     def __init__(self, plans: Mapping[str, str], *, secrets: Mapping[str, str] | None = None,
                  default_originator: str | None = None) -> None:
         super().__init__()
@@ -131,6 +136,11 @@ class FakeSinch(CannedAnswers, ServedApp):
             url = url_override or record["resource"].get("callback_url")
             body = self._report(record, status, DEFAULT_CODES[status] if code is None else code)
             secret = self.secrets.get(record["plan"])
+        if not extra:
+            # The deliveryReport webhook names the recipient report's format by reference:
+            # that of "Retrieve a recipient delivery report".
+            self.contract.response("sinch", "sinch-sms.openapi.json", "GET", RECIPIENT_REPORT,
+                                   200, json.dumps(body).encode())
         body.update(extra or {})
         raw = json.dumps(body, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json"}
@@ -163,7 +173,8 @@ class FakeSinch(CannedAnswers, ServedApp):
     def _report(record: dict[str, Any], status: str, code: int) -> dict[str, Any]:
         resource, now = record["resource"], datetime.now(UTC)
         report: dict[str, Any] = {
-            "type": "recipient_delivery_report_sms", "batch_id": record["id"],
+            "type": "recipient_delivery_report_mms" if resource["type"] == "mt_media"
+            else "recipient_delivery_report_sms", "batch_id": record["id"],
             "recipient": resource["to"][0], "code": code, "status": status, "at": iso(now),
             "operator_status_at": iso(now.replace(microsecond=0)), "encoding": "GSM",
             "number_of_message_parts": 1, "operator": "23415",
@@ -218,6 +229,11 @@ class FakeSinch(CannedAnswers, ServedApp):
         if not isinstance(sent, dict) or set(sent) - FIELDS:
             return error(400, "syntax_invalid_json", "The JSON does not conform to the API")
         to, body, sender = sent.get("to"), sent.get("body"), sent.get("from")
+        if sent.get("type") == "mt_media":
+            if not isinstance(body, dict) or set(body) - MEDIA_FIELDS or not isinstance(
+                    body.get("url"), str) or not all(isinstance(v, str) for v in body.values()):
+                return error(400, "syntax_constraint_violation", "MediaBody needs a url")
+            body = body.get("message") or "media"  # the length rule below, on its text
         if not isinstance(to, list) or not 1 <= len(to) <= 1000 or not isinstance(body, str):
             return error(400, "syntax_constraint_violation", "to (1-1000) and body are required")
         if not all(isinstance(n, str) and MSISDN.fullmatch(n) for n in to):
@@ -226,7 +242,8 @@ class FakeSinch(CannedAnswers, ServedApp):
             return error(400, "syntax_constraint_violation", "from is required")
         if sender is not None and not (isinstance(sender, str) and SENDER.fullmatch(sender)):
             return error(400, "syntax_invalid_parameter_format", f"Invalid originator {sender}")
-        if not 1 <= len(body) <= 1600 or sent.get("type", "mt_text") != "mt_text":
+        if not 1 <= len(body) <= 1600 or sent.get("type", "mt_text") not in ("mt_text",
+                                                                             "mt_media"):
             return error(400, "syntax_constraint_violation", "body must be 1-1600 characters")
         if len(str(sent.get("client_reference", ""))) > 128:
             return error(400, "syntax_constraint_violation", "client_reference is too long")
@@ -250,7 +267,7 @@ class FakeSinch(CannedAnswers, ServedApp):
             "id": ulid(), "from": sent.get("from") or self.default_originator,
             # Sinch answers with the numbers normalised: no "+" or "00".
             "to": [MSISDN.fullmatch(n).group(1) for n in sent["to"]],  # type: ignore[union-attr]
-            "body": sent["body"], "type": "mt_text", "created_at": iso(now),
+            "body": sent["body"], "type": sent.get("type", "mt_text"), "created_at": iso(now),
             "modified_at": iso(now), "canceled": False,
             "delivery_report": sent.get("delivery_report", "none"), "send_at": iso(now),
             "expire_at": (iso(_moment(sent["expire_at"])) if "expire_at" in sent

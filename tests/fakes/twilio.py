@@ -104,6 +104,8 @@ def rfc2822_now() -> str:
 class FakeTwilio(CannedAnswers, ServedApp):
     """Starlette fake of Twilio's 2010-04-01 Messages API, validating requests against the official spec."""
 
+    contract_vendor = "twilio"
+
     def __init__(self, accounts: Mapping[str, str], *, service_from: str = "+15005550006") -> None:
         super().__init__()
         self.accounts = dict(accounts)

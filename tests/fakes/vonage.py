@@ -8,6 +8,7 @@ import binascii
 import copy
 import hashlib
 import hmac
+import json
 import re
 import threading
 import uuid
@@ -25,10 +26,12 @@ from starlette.routing import Route
 
 from .server import Canned, CannedAnswers, LocalHostOnly, ServedApp, sleep_unless_gone
 from .twilio import GSM7_BASIC, GSM7_EXT, num_segments
+from .vonage_messages import MESSAGES_PATH, VonageMessages
 
 FORM = "application/x-www-form-urlencoded"
 DIGITS = re.compile(r"\d{7,15}")  # spec: `to` pattern
 TYPES = frozenset({"text", "binary", "wappush", "unicode", "vcal", "vcard"})
+MAX_CALLBACK = 100
 MAX_CLIENT_REF = 40  # spec NewMessage.client-ref
 TTL_RANGE = (20000, 604800000)  # spec NewMessage.ttl: integer milliseconds, min and max
 DlrMethod = Literal["POST", "GET", "JSON"]  # the account's "HTTP method" for receipts
@@ -58,8 +61,11 @@ def refusal(code: int | str, text: str) -> dict[str, Any]:
     return {"message-count": "1", "messages": [{"status": str(code), "error-text": text}]}
 
 
-class FakeVonage(CannedAnswers, ServedApp):
-    """Starlette fake of rest.nexmo.com: POST /sms/json and GET /account/get-balance."""
+class FakeVonage(VonageMessages, CannedAnswers, ServedApp):
+    """Starlette fake of rest.nexmo.com: POST /sms/json and GET /account/get-balance; and of
+    the Messages API's MMS channel (api.nexmo.com POST /v1/messages: vonage_messages)."""
+
+    contract_vendor = "vonage"
 
     def __init__(self, accounts: Mapping[str, str], *,
                  signing: Mapping[str, tuple[str, str]] | None = None,
@@ -75,8 +81,10 @@ class FakeVonage(CannedAnswers, ServedApp):
         self._canned: deque[Canned] = deque()
         self._send_calls = 0
         self._hold: Hold | None = None
+        self.mms_sent = []
         self._asgi = LocalHostOnly(Starlette(routes=[
             Route("/sms/json", self._send, methods=["POST"]),
+            Route(MESSAGES_PATH, self._messages_send, methods=["POST"]),
             Route("/account/get-balance", self._balance, methods=["GET"]),
         ]))
 
@@ -124,6 +132,11 @@ class FakeVonage(CannedAnswers, ServedApp):
             fields["sig"] = vonage_signature(fields, *signing)
         if signature_override is not None:
             fields["sig"] = signature_override
+        # The document gives the receipt's fields as a JSON body; form and GET receipts (a
+        # dashboard choice) carry the same fields, so each is checked as that object.
+        if not extra:
+            self.contract.webhook("vonage", "delivery-receipt", "application/json",
+                                  json.dumps(fields).encode())
         # After signing, so a test can tamper with a signed receipt (None drops a field).
         for key, value in (extra or {}).items():
             if value is None:
@@ -250,7 +263,9 @@ class FakeVonage(CannedAnswers, ServedApp):
         if ttl is not None and not (ttl.isdigit() and TTL_RANGE[0] <= int(ttl) <= TTL_RANGE[1]):
             return refusal(3, "Invalid ttl param: 20000-604800000 milliseconds")
         callback = urlsplit(p.get("callback", "https://x"))
-        if callback.scheme not in ("http", "https") or not callback.hostname:
+        # The documented limit (SDKs check it too): 100 characters.
+        if len(p.get("callback", "")) > MAX_CALLBACK or callback.scheme not in (
+                "http", "https") or not callback.hostname:
             return refusal(23, "Invalid callback url")
         return None
 

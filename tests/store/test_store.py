@@ -386,3 +386,15 @@ async def test_concurrent_outcomes_and_callbacks_each_land_once(store: Store) ->
         assert row.vendor_message_id == "SM1"
     leased = await store.lease_reports("w", NOW + 10, 1000, 30)
     assert sum(item.payload == b'{"status":"delivered"}' for item in leased) == len(messages)
+
+
+async def test_text_is_kept_only_when_asked_and_goes_with_its_message(store: Store) -> None:
+    kept, other = new(request_id="r-text"), new(request_id="r-plain")
+    await store.claim(kept, NOW)
+    await store.claim(other, NOW)
+    await store.keep_text(kept.id, "Grüße, your code is 1234")
+    assert await store.message_text(kept.id) == "Grüße, your code is 1234"
+    assert await store.message_text(other.id) is None  # not asked: nothing stored
+    assert await store.message_text("no-such-message") is None
+    await store.keep_text("no-such-message", "x")  # a repeat's unused id: changes nothing
+    assert await store.message_text("no-such-message") is None

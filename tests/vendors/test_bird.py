@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
 from connector.errors import (
@@ -298,3 +299,11 @@ def test_lookup_without_our_message_is_none(response: httpx.Response) -> None:
 def test_lookup_failure_raises() -> None:
     with pytest.raises(VendorAuthFailed):
         ADAPTER.parse_lookup(_lookup(401, payload("error_unauthorized.json")))
+
+
+def test_verify_window_is_the_deployment_setting() -> None:
+    inside = msgspec.structs.replace(_callback(VECTOR_BODY, stamp=NOW - 119), max_age=120.0)
+    ADAPTER.verify(inside, SETTINGS)
+    outside = msgspec.structs.replace(_callback(VECTOR_BODY, stamp=NOW - 121), max_age=120.0)
+    with pytest.raises(InvalidSignature, match="120-second window"):
+        ADAPTER.verify(outside, SETTINGS)

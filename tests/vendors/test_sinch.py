@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from connector.errors import (
@@ -303,3 +304,16 @@ def test_lookup_found_is_accepted_and_empty_is_none() -> None:
 def test_lookup_failure_raises() -> None:
     with pytest.raises(VendorAuthFailed):
         ADAPTER.parse_lookup(httpx.Response(401, json={}))
+
+
+@pytest.mark.parametrize(("offset", "ok"), [
+    pytest.param(59, True, id="inside"), pytest.param(61, False, id="outside"),
+])
+def test_timestamp_window_is_the_deployment_setting(offset: float, ok: bool) -> None:
+    adapter = sinch.Sinch(clock=lambda: float(VECTOR_TIMESTAMP) + offset)
+    callback = msgspec.structs.replace(signed(), max_age=60.0)
+    if ok:
+        adapter.verify(callback, WITH_SECRET)
+    else:
+        with pytest.raises(InvalidSignature, match="too old"):
+            adapter.verify(callback, WITH_SECRET)

@@ -54,7 +54,7 @@ def test_send_is_a_form_post_with_basic_auth_bare_digits_and_our_reference() -> 
     assert request.headers["authorization"] == httpx.BasicAuth(KEY, SECRET)._auth_header
     assert _form(request) == {
         "from": "MyBrand", "to": "447911123456", "text": "Hi there", "type": "text",
-        "callback": URL, "status-report-req": "1", "client-ref": MID,
+        "callback": URL, "status-report-req": "true", "client-ref": MID,
     }
     assert SECRET not in request.read().decode() + str(request.url)
 
