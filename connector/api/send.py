@@ -126,6 +126,9 @@ async def send(request: Request) -> Response:
         metadata=None if body.metadata is None else _encode.encode(body.metadata),
         segments=info.segments, encoding=info.encoding, from_number=pooled,
         claimed_until=time.time() + services.sender.claim_seconds,
+        # Dedupe within the caller's tenant: a request_id reused with another account or a
+        # wrong secret never meets this account's claim.
+        claim_key=services.sender.tenants.of(vendor.name, config).claim_key(request_id),
     )
     answer = await services.sender.send(vendor, config, message, body.message)
     headers = {}

@@ -118,4 +118,11 @@ MIGRATIONS_PG: Final[tuple[str, ...]] = (
         last_wait DOUBLE PRECISION NOT NULL DEFAULT 0
     )
     """,
+    # 5 (branch h15-claims): claim owners and per-credential suppressions (see schema.py).
+    """
+    ALTER TABLE messages ADD COLUMN claim_owner TEXT;
+    ALTER TABLE suppressions ADD COLUMN credential TEXT NOT NULL DEFAULT '';
+    ALTER TABLE suppressions DROP CONSTRAINT suppressions_pkey;
+    ALTER TABLE suppressions ADD PRIMARY KEY (account, number, credential)
+    """,
 )
