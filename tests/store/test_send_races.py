@@ -156,7 +156,7 @@ async def test_a_repeat_waits_while_the_original_reconciles(
     polled = asyncio.ensure_future(world.watched.polled.wait())
     assert await world.first_of(resent, polled, repeat) == {polled}  # waiting, not taking over
     lookup.set_result(found("IB-1"))
-    first, second = await asyncio.gather(original, repeat)
+    first, second = await asyncio.wait_for(asyncio.gather(original, repeat), 10)
     assert first.status == 200 and second == first
     assert json.loads(first.body)["vendor_message_id"] == "IB-1"
     assert world.vendor.methods == ["POST", "GET"]  # sent once
@@ -172,15 +172,15 @@ async def test_a_stalled_original_cannot_replace_the_takers_answer(
         request, answer = await world.vendor.next()  # and sends again ...
         assert request.method == "POST"
         answer.set_result(accepted("IB-2"))
-        taken = await taker
+        taken = await asyncio.wait_for(taker, 10)
         assert taken.status == 200
     else:
-        taken = await taker
+        taken = await asyncio.wait_for(taker, 10)
         assert taken.status == 502  # ... or answers that the outcome is unknown
     # The original's look-up fails: it would store 502 (and free the id) over the answer.
     lookup.set_result(httpx.Response(500, json={"requestError": {}}))
-    late = await original
-    after = await world.start(world.repeat)
+    late = await asyncio.wait_for(original, 10)
+    after = await asyncio.wait_for(world.start(world.repeat), 10)
     assert after == late == taken
     assert world.vendor.methods.count("POST") == (
         2 if world.settings.ambiguous_policy == "at_least_once" else 1)
@@ -193,11 +193,12 @@ async def test_a_late_acceptance_beats_the_takers_ambiguous_answer(
     original = world.start(world.original)
     lookup = await lost_answer(world)
     clock.now = T0 + world.original.claim_seconds + 1
-    assert (await world.start(world.repeat)).status == 502
+    assert (await asyncio.wait_for(world.start(world.repeat), 10)).status == 502
     lookup.set_result(found("IB-1"))
-    late = await original
+    late = await asyncio.wait_for(original, 10)
     assert late.status == 200
-    assert await world.start(world.repeat) == late  # the message went out: never 502 again
+    # The message went out: never 502 again.
+    assert await asyncio.wait_for(world.start(world.repeat), 10) == late
 
 
 async def dead_claim(world: World) -> NewMessage:
