@@ -100,7 +100,7 @@ async def driver(name: str, dsn: str, pool: int) -> AsyncIterator[Op]:
                                  custom_data="cd" * 20,
                                  callback_url="https://platform.example.com/reports",
                                  metadata=None, segments=1, encoding="gsm7",
-                                 claimed_until=now + 15)
+                                 claimed_until=now + 15, claim_key=f"bench|{rid}")
             if not (await store.claim(message, now)).claimed:
                 raise RuntimeError("claim lost on a fresh request_id")
             await store.record_outcome(mid, accepted, time.time(), no_report)

@@ -11,7 +11,6 @@ from connector.errors import StoreUnavailable
 from connector.model import Applied, StatusUpdate
 from connector.services import Services
 from connector.store.base import MessageRow
-from connector.throttle import account_of
 
 log = structlog.get_logger("connector.optouts")
 
@@ -34,11 +33,14 @@ async def suppress_reported(services: Services, row: MessageRow, update: StatusU
     if settings is None:  # sealed under another secret key: the account cannot be named
         log.warning("suppress_skipped", reason="stored vendor settings cannot be opened")
         return False
-    account = account_of(row.vendor, settings)
+    # The same tenant the send was checked under: the callback is verified with the secret
+    # stored with the message, so the entry binds to that credential.
+    tenant = services.sender.tenants.of(row.vendor, settings)
+    account = tenant.account
     reason = f"{row.vendor}: {update.error_message or 'the recipient opted out'} (status callback)"
     try:
         await services.store.suppress(account, row.to_number, reason[:500], update.error_code,
-                                      time.time())
+                                      time.time(), tenant.credential)
     except StoreUnavailable as failed:
         log.warning("suppress_failed", error=failed.message)
         return False

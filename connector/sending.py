@@ -27,20 +27,27 @@ from connector.outbox import report_builder
 from connector.settings import Settings
 from connector.store.base import (
     Claim,
+    MessageRow,
     NewMessage,
     ReportBuilder,
     SendOutcome,
     Store,
     StoredResponse,
 )
-from connector.throttle import Throttle, account_of
+from connector.tenants import Tenant, Tenants
+from connector.throttle import SHARED_TIMEOUT, Throttle
 from connector.tokens import CallbackTokens
 from connector.vendors.base import Vendor, build_request, parse_answer, read_answer
 
 log = structlog.get_logger("connector.send")
 
 _POLL: Final = 0.05  # how often a repeat looks for an original sent by another process
-_CLAIM_MARGIN: Final = 5.0  # a claim outlives the vendor timeout by this much
+# A claim outlives the longest send: the suppression read and the shared rate bucket (each
+# bounded by its store's timeout), the vendor call and, when its answer is lost, the look-up
+# that reconciles it (one vendor timeout each), and the outcome's write.
+_CLAIM_MARGIN: Final = 5.0 + SHARED_TIMEOUT + 5.0
+# What a repeat answers for a claim whose row moved on without a stored answer: proven taken.
+_TAKEN: Final = frozenset({Status.ACCEPTED, Status.SENT, Status.DELIVERED})
 _encode = msgspec.json.Encoder()
 OPTED_OUT: Final = "opted_out"
 SUPPRESSED_MESSAGE: Final = ("recipient opted out earlier; remove them from the suppression "
@@ -56,13 +63,14 @@ class Sender:
         self.tokens = tokens
         # The outcome's write may settle part receipts that beat it, and report them.
         self.report: ReportBuilder = report_builder(settings)
+        self.tenants = Tenants(settings.secret_key)
         self.throttle = Throttle(settings.rate_limits)
         self.per_segment = settings.rate_unit == "segments"
         self._done: dict[str, asyncio.Event] = {}  # outcome reached, per message, this process
 
     @property
     def claim_seconds(self) -> float:
-        return self.settings.vendor_timeout + _CLAIM_MARGIN
+        return 2 * self.settings.vendor_timeout + _CLAIM_MARGIN
 
     def callback_url(self, vendor: str, message_id: str) -> str:
         """The per-message status URL: the vendor calls it back with our signed id."""
@@ -86,15 +94,23 @@ class Sender:
         return await self._await_original(claim, vendor, config, message, text)
 
     async def _forward(self, vendor: Vendor, config: Mapping[str, str], message: NewMessage,
-                       text: str) -> StoredResponse:
+                       text: str, owner: str | None = None) -> StoredResponse:
         done = self._done.setdefault(message.id, asyncio.Event())
         try:
             outcome = await self._call(vendor, config, message, text)
-            await self.store.record_outcome(message.id, outcome, time.time(), self.report)
-            return outcome.response
+            if await self.store.record_outcome(message.id, outcome, time.time(), self.report,
+                                               owner):
+                return outcome.response
         finally:
             done.set()
             self._done.pop(message.id, None)
+        # Another request took the claim over meanwhile: its answer stands, not this one.
+        log.warning("claim_lost", original=message.id, status=outcome.response.status)
+        metrics.DEDUPE.labels("claim_lost").inc()
+        current = await self.store.poll_claim(message.id)
+        if current is None:
+            return outcome.response
+        return await self._await_original(current, vendor, config, message, text)
 
     async def _call(self, vendor: Vendor, config: Mapping[str, str], message: NewMessage,
                     text: str) -> SendOutcome:
@@ -106,13 +122,15 @@ class Sender:
                 response=StoredResponse(status=exc.status, body=exc.body()),
                 status=Status.REJECTED, error_code=exc.code, error_message=exc.message,
                 release=exc.retryable)
-        account = account_of(vendor.name, config)
+        tenant = self.tenants.of(vendor.name, config)
         if self.settings.suppress_opt_outs:
-            suppressed = await self._suppressed(account, message)
+            suppressed = await self._suppressed(tenant, message)
             if suppressed is not None:
                 return suppressed
         try:
-            await self.throttle.acquire(account, message.segments if self.per_segment else 1)
+            await self.throttle.acquire(tenant.account,
+                                        message.segments if self.per_segment else 1,
+                                        bucket=tenant.key)
         except (VendorThrottled, StoreUnavailable) as exc:  # shared buckets may be unreachable
             if isinstance(exc, VendorThrottled):
                 metrics.VENDOR_OUTCOMES.labels(vendor.name, "rate_limited").inc()
@@ -138,7 +156,8 @@ class Sender:
         except VendorError as exc:
             if isinstance(exc, VendorThrottled):
                 # the vendor itself said 429: hold the whole account, not just this message
-                await self.throttle.pause(account, exc.retry_after or 1.0)
+                await self.throttle.pause(tenant.account, exc.retry_after or 1.0,
+                                          bucket=tenant.key)
             metrics.VENDOR_OUTCOMES.labels(vendor.name, exc.code).inc()
             log.info("vendor_refused", code=exc.code, vendor_code=exc.vendor_code,
                      retryable=exc.retryable)
@@ -147,7 +166,7 @@ class Sender:
             metrics.VENDOR_SECONDS.labels(vendor.name).observe(time.perf_counter() - started)
         if refused is not None:
             if refused.code == OPTED_OUT and self.settings.suppress_opt_outs:
-                await self._suppress(account, message, refused)
+                await self._suppress(tenant, message, refused)
             return SendOutcome(
                 response=StoredResponse(status=refused.status, body=refused.body(),
                                         retry_after=refused.retry_after),
@@ -173,10 +192,11 @@ class Sender:
             parts=max(1, len(accepted.part_ids)),
         )
 
-    async def _suppressed(self, account: str, message: NewMessage) -> SendOutcome | None:
-        """The refusal for a recipient on this account's suppression list, else None."""
+    async def _suppressed(self, tenant: Tenant, message: NewMessage) -> SendOutcome | None:
+        """The refusal for a recipient on this tenant's suppression list, else None."""
         try:
-            listed = await self.store.is_suppressed(account, message.to_number)
+            listed = await self.store.is_suppressed(tenant.account, message.to_number,
+                                                    tenant.credential)
         except StoreUnavailable as exc:  # cannot tell: retry later rather than risk a send
             return SendOutcome(response=StoredResponse(status=exc.status, body=exc.body()),
                                status=Status.FAILED, error_code=exc.code,
@@ -184,17 +204,17 @@ class Sender:
         if not listed:
             return None
         refusal = RefusedMessage(SUPPRESSED_MESSAGE, code=OPTED_OUT)
-        log.info("recipient_suppressed", account=account)
+        log.info("recipient_suppressed", account=tenant.account)
         return SendOutcome(response=StoredResponse(status=refusal.status, body=refusal.body()),
                            status=Status.REJECTED, error_code=OPTED_OUT,
                            error_message=refusal.message)
 
-    async def _suppress(self, account: str, message: NewMessage, exc: VendorError) -> None:
-        """Put an opted-out recipient on the account's list. Best effort: the vendor's answer
+    async def _suppress(self, tenant: Tenant, message: NewMessage, exc: VendorError) -> None:
+        """Put an opted-out recipient on the tenant's list. Best effort: the vendor's answer
         stands either way, and a failed write only costs one more refused vendor call."""
         try:
-            await self.store.suppress(account, message.to_number, exc.message[:500],
-                                      exc.vendor_code, time.time())
+            await self.store.suppress(tenant.account, message.to_number, exc.message[:500],
+                                      exc.vendor_code, time.time(), tenant.credential)
         except StoreUnavailable as failed:
             log.warning("suppress_failed", error=failed.message)
 
@@ -244,12 +264,17 @@ class Sender:
                 # The original row is gone (purged): nothing to replay, let the platform retry.
                 raise InflightTimeout("the original request is no longer known; retry")
             if current.response is not None:
+                if current.ambiguous and current.status is not Status.PENDING:
+                    return await self._settled(current.message_id, current.response)
                 return current.response
             now = time.time()
             if current.claimed_until < now:
+                if current.status is not Status.PENDING:
+                    # A callback (or the ambiguity expiry) settled it: never send again.
+                    return await self._settled(current.message_id, None)
                 # The process that claimed it died mid-send: the outcome is unknowable.
                 taken = await self.store.take_over(current.message_id, now,
-                                                   now + self.claim_seconds)
+                                                   now + self.claim_seconds, message.id)
                 if taken:
                     return await self._recover(current.message_id, vendor, config, message,
                                                text)
@@ -270,12 +295,43 @@ class Sender:
 
     async def _recover(self, message_id: str, vendor: Vendor, config: Mapping[str, str],
                        message: NewMessage, text: str) -> StoredResponse:
+        """Finish a claim taken over from a sender that stopped; `message.id` is the token
+        this request holds it by."""
         if self.settings.ambiguous_policy == "at_least_once":
             log.warning("inflight_claim_expired", original=message_id, action="resend")
             retry = msgspec.structs.replace(message, id=message_id)
-            return await self._forward(vendor, config, retry, text)
+            return await self._forward(vendor, config, retry, text, owner=message.id)
         log.warning("inflight_claim_expired", original=message_id, action="ambiguous")
         outcome = self._ambiguous(AmbiguousOutcome(
             "the process sending the original stopped before the vendor answered"))
-        await self.store.record_outcome(message_id, outcome, time.time(), self.report)
-        return outcome.response
+        if await self.store.record_outcome(message_id, outcome, time.time(), self.report,
+                                           message.id):
+            return outcome.response
+        current = await self.store.poll_claim(message_id)  # the original answered after all
+        if current is None or current.response is None:
+            return outcome.response
+        return current.response
+
+    async def _settled(self, message_id: str, stored: StoredResponse | None) -> StoredResponse:
+        """The answer for a message whose status moved on without a definitive stored answer
+        (its sender died, or answered `ambiguous`): what the row proves. A message the vendor
+        took answers 200 with its current status, whatever came of it later (the report says
+        that); one never proven taken keeps its stored answer, else 200 with its status (its
+        failure report is already on its way)."""
+        row = await self.store.message(message_id)
+        if row is None:
+            if stored is not None:
+                return stored
+            raise InflightTimeout("the original request is no longer known; retry")
+        if stored is not None and row.status not in _TAKEN and row.vendor_message_id is None:
+            return stored
+        return StoredResponse(status=200, body=_row_body(row))
+
+
+def _row_body(row: MessageRow) -> bytes:
+    """The send's 200 body, from what the stored message knows."""
+    return _encode.encode({
+        "message_id": row.id, "request_id": row.request_id, "vendor": row.vendor,
+        "vendor_message_id": row.vendor_message_id, "status": row.status.value,
+        "segments": row.segments, "encoding": row.encoding,
+    })

@@ -58,9 +58,15 @@ async def test_an_opt_out_lists_the_recipient_on_the_message_account(
         services: Services, applied: Applied, listed: bool) -> None:
     row = await stored(services)
     assert await suppress_reported(services, row, OPT_OUT, applied) is listed
-    assert await services.store.is_suppressed(ACCOUNT, NUMBER) is listed
+    # Listed under the tenant the message's own sends are checked under, and no other.
+    tenant = services.sender.tenants.of("twilio", {"account-sid": SID, "auth-token": "t0k"})
+    assert tenant.account == ACCOUNT
+    assert await services.store.is_suppressed(ACCOUNT, NUMBER, tenant.credential) is listed
+    forged = services.sender.tenants.of("twilio", {"account-sid": SID, "auth-token": "bad"})
+    assert not await services.store.is_suppressed(ACCOUNT, NUMBER, forged.credential)
     if listed:
         (entry,) = await services.store.suppressions(ACCOUNT, 10, 0)
+        assert entry.credential == tenant.credential
         assert entry.vendor_code == "21610"
         assert entry.reason == ("twilio: Attempt to send to unsubscribed recipient "
                                 "(status callback)")

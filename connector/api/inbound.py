@@ -22,7 +22,6 @@ from connector.inbound.registry import INBOUND
 from connector.outbox import rfc3339
 from connector.services import Services
 from connector.store.base import InboundRecord, OutboxEntry
-from connector.throttle import account_of
 from connector.vendors.base import Callback
 
 log = structlog.get_logger("connector.inbound")
@@ -103,7 +102,8 @@ async def _inbound(request: Request, services: Services, adapter: InboundAdapter
         raise InvalidSignature(f"{adapter.name} account {account} does not sign its webhooks "
                                "and CONNECTOR_CALLBACK_BASIC_AUTH is unset: nothing authenticates "
                                "this inbound message")
-    suppression_account = account_of(adapter.name, settings)
+    # The tenant the account's own sends are checked as: a STOP lists the sender for them.
+    tenant = services.sender.tenants.of(adapter.name, settings)
     now = time.time()
     forwarded = False
     for message in adapter.parse(callback):
@@ -113,7 +113,7 @@ async def _inbound(request: Request, services: Services, adapter: InboundAdapter
         record = InboundRecord(
             vendor=adapter.name, vendor_message_id=message.vendor_message_id,
             entry=event_for(adapter.name, message, services.settings.inbound_url, now),
-            account=suppression_account, number=sender, listed=listed,
+            account=tenant.account, credential=tenant.credential, number=sender, listed=listed,
             reason=f"{adapter.name}: the recipient sent {message.text.strip()[:40]!r}")
         new = await services.store.record_inbound(record, now)
         result = "forwarded" if new else "duplicate"

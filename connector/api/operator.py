@@ -201,7 +201,8 @@ async def unsuppress(request: Request) -> Response:
 
 
 def _suppression(entry: Suppression) -> dict[str, Any]:
-    return {"account": entry.account, "number": entry.number, "reason": entry.reason,
+    return {"account": entry.account, "credential": entry.credential or None,
+            "number": entry.number, "reason": entry.reason,
             "vendor_code": entry.vendor_code, "created_at": rfc3339(entry.created_at)}
 
 

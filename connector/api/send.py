@@ -166,6 +166,9 @@ async def send(request: Request, extension: Extension | None = None) -> Response
         encoding=mms.stored_encoding(info.encoding, content.fallback), from_number=pooled,
         claimed_until=time.time() + services.sender.claim_seconds,
         mms=content.mms, fallback=content.fallback,
+        # Dedupe within the caller's tenant: a request_id reused with another account or a
+        # wrong secret never meets this account's claim.
+        claim_key=services.sender.tenants.of(vendor.name, config).claim_key(request_id),
     )
     answer = await services.sender.send(vendor, config, message, content.text)
     if answer.status == 200:  # credentials that worked: inbound webhooks are verified with them

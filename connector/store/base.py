@@ -32,6 +32,8 @@ class NewMessage(msgspec.Struct, frozen=True, kw_only=True):
     # SMS's encoding marked by connector.mms): the MMS part, and whether the fallback went.
     mms: Mms | None = None
     fallback: bool | None = None
+    # The dedupe key: the request_id within its tenant (Tenant.claim_key); None: no dedupe.
+    claim_key: str | None = None
 
 
 class StoredResponse(msgspec.Struct, frozen=True, kw_only=True):
@@ -49,6 +51,10 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True):
     claimed: bool
     response: StoredResponse | None = None
     claimed_until: float = 0.0
+    # What callbacks (or the ambiguity expiry) proved meanwhile: a claim whose status moved
+    # on is never taken over, and a stored ambiguous answer gives way to the row's facts.
+    status: Status = Status.PENDING
+    ambiguous: bool = False
 
 
 class SendOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -128,8 +134,9 @@ class ReportView(msgspec.Struct, frozen=True, kw_only=True):
 class Suppression(msgspec.Struct, frozen=True, kw_only=True):
     """A recipient a vendor reported as opted out, for one integration account."""
 
-    account: str  # as throttle.account_of names it, e.g. "twilio:AC..."
+    account: str  # as tenants.account_of names it, e.g. "twilio:AC..."
     number: str  # E.164
+    credential: str  # the keyed hash of the account's secret (Tenant); '' for older entries
     reason: str
     vendor_code: str | None
     created_at: float
@@ -165,8 +172,9 @@ class InboundRecord(msgspec.Struct, frozen=True, kw_only=True):
     vendor: str
     vendor_message_id: str
     entry: OutboxEntry  # the event for the inbound URL
-    account: str  # as throttle.account_of names it
+    account: str  # as tenants.account_of names it
     number: str  # the sender, E.164 (or as the vendor gave it)
+    credential: str = ""  # the account's Tenant.credential, as sends are suppressed under
     listed: bool | None = None  # True: suppress the sender, False: remove them, None: neither
     reason: str = ""
 
@@ -193,13 +201,17 @@ class Store(Protocol):
     async def poll_claim(self, message_id: str) -> Claim | None:
         """The claim's current state (None: the row is gone)."""
 
-    async def take_over(self, message_id: str, now: float, claimed_until: float) -> bool:
-        """Take an expired in-flight claim; True when this caller now owns it."""
+    async def take_over(self, message_id: str, now: float, claimed_until: float,
+                        owner: str) -> bool:
+        """Take an expired in-flight claim whose status is still pending; True when `owner`
+        now holds it."""
 
     async def record_outcome(self, message_id: str, outcome: SendOutcome, now: float,
-                             report: ReportBuilder) -> None:
-        """Store the vendor's answer and, in the same transaction, settle the part receipts
-        that arrived before it (their report built with `report`)."""
+                             report: ReportBuilder, owner: str | None = None) -> bool:
+        """Store the send's answer, only while `owner` (default: the message's own send)
+        holds the claim; an acceptance also replaces a stored ambiguous answer. In the same
+        transaction, settle the part receipts that arrived before it (their report built with
+        `report`). False, and nothing changed, when neither holds."""
 
     async def message(self, message_id: str) -> MessageRow | None: ...
 
@@ -251,17 +263,19 @@ class Store(Protocol):
         """Pending reports, the oldest pending report's created_at, dead-lettered reports."""
 
     async def suppress(self, account: str, number: str, reason: str, vendor_code: str | None,
-                       now: float) -> None:
-        """Remember that `number` opted out on `account` (again: reason and code updated)."""
+                       now: float, credential: str = "") -> None:
+        """Remember that `number` opted out on `account` under `credential` (again: reason
+        and code updated)."""
 
-    async def is_suppressed(self, account: str, number: str) -> bool: ...
+    async def is_suppressed(self, account: str, number: str, credential: str = "") -> bool:
+        """Listed under this credential, or by an entry older than credentials ('')."""
 
     async def suppressions(self, account: str | None, limit: int, offset: int
                            ) -> list[Suppression]:
         """Entries, newest first, for one account or (None) all of them."""
 
     async def unsuppress(self, account: str, number: str) -> bool:
-        """Forget an entry; False when there was none."""
+        """Forget the number's entries on `account` (every credential); False when none."""
 
     async def dead_letters(self, which: DeadLetterFilter, after: int, limit: int
                            ) -> list[DeadLetter]:
@@ -272,6 +286,7 @@ class Store(Protocol):
         """Queue matching dead letters (of `ids` when given) for delivery again, at once:
         attempts start over and the retry horizon runs from `now`. Rows not dead (delivered,
         pending, already replayed) are left alone. Answers how many were queued."""
+
     async def remember_account(self, vendor: str, account: str, sealed: bytes,
                                now: float) -> None:
         """Keep the latest sealed settings of a vendor account (inbound verification)."""

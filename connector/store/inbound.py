@@ -18,9 +18,11 @@ _TAKE: Final = ("INSERT INTO inbound_messages (vendor, vendor_message_id, event_
 # The outbox's message_id names what an entry is about; inbound entries name their event.
 _QUEUE: Final = ("INSERT INTO outbox (event_id, message_id, url, payload, next_at, created_at) "
                  "VALUES ({0},{1},{2},{3},{4},{5}) ON CONFLICT (event_id) DO NOTHING")
+# Listed under the account's credential, as a vendor's refusal is (see connector.tenants);
+# START takes the number off under every credential of the account, as the operator API does.
 _SUPPRESS: Final = (
-    "INSERT INTO suppressions (account, number, reason, vendor_code, created_at) "
-    "VALUES ({0},{1},{2},NULL,{3}) ON CONFLICT (account, number) DO UPDATE SET "
+    "INSERT INTO suppressions (account, number, credential, reason, vendor_code, created_at) "
+    "VALUES ({0},{1},{2},{3},NULL,{4}) ON CONFLICT (account, number, credential) DO UPDATE SET "
     "reason = excluded.reason, vendor_code = NULL")
 _UNSUPPRESS: Final = "DELETE FROM suppressions WHERE account = {0} AND number = {1}"
 _ALL: Final = (("remember", _REMEMBER), ("settings", _SETTINGS), ("take", _TAKE),
@@ -51,7 +53,8 @@ def steps(record: InboundRecord, now: float) -> list[tuple[str, tuple[Any, ...]]
     done: list[tuple[str, tuple[Any, ...]]] = [
         ("queue", (entry.event_id, entry.event_id, entry.url, entry.payload, now, now))]
     if record.listed is True:
-        done.append(("suppress", (record.account, record.number, record.reason, now)))
+        done.append(("suppress", (record.account, record.number, record.credential,
+                                  record.reason, now)))
     elif record.listed is False:
         done.append(("unsuppress", (record.account, record.number)))
     return done

@@ -32,7 +32,7 @@ from connector.store.base import (
 from connector.store.batch import Batcher
 from connector.store.parts import Part, part_update, settled
 from connector.store.schema_pg import MIGRATION_LOCK, MIGRATIONS_PG, VERSION_TABLE
-from connector.store.sqlite import stamped
+from connector.store.sqlite import accepted_outcome, stamped
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -61,44 +61,47 @@ _CLAIM: Final = (
     "WITH ins AS (INSERT INTO messages (id, request_id, claim_key, vendor, sealed_settings, "
     "sender, to_number, custom_data, callback_url, metadata, status, segments, encoding, "
     "claimed_until, created_at, updated_at) "
-    "VALUES ($1,$2,$2,$3,$4,$5,$6,$7,$8,$9,'pending',$10,$11,$12,$13,$13) "
+    "VALUES ($1,$2,$14,$3,$4,$5,$6,$7,$8,$9,'pending',$10,$11,$12,$13,$13) "
     "ON CONFLICT (claim_key) DO NOTHING RETURNING id) "
     "SELECT TRUE AS claimed, id, NULL::integer, NULL::bytea, NULL::double precision, "
-    "$12 AS claimed_until FROM ins UNION ALL "
-    "SELECT FALSE, id, response_status, response_body, response_retry_after, claimed_until "
-    "FROM messages WHERE claim_key = $2 AND NOT EXISTS (SELECT 1 FROM ins)"
+    "$12 AS claimed_until, 'pending', FALSE FROM ins UNION ALL "
+    "SELECT FALSE, id, response_status, response_body, response_retry_after, claimed_until, "
+    "status, ambiguous FROM messages WHERE claim_key = $14 AND NOT EXISTS (SELECT 1 FROM ins)"
 )
-# Group commit (see batch.py): many claims in one statement. Rows go in request_id order, so
+# Group commit (see batch.py): many claims in one statement. Rows go in claim_key order, so
 # two replicas inserting overlapping keys wait on each other in one order, never in a cycle.
 # A claim whose row is not returned (a duplicate within the batch, or a winner committed after
 # the snapshot) runs _CLAIM alone afterwards.
 _CLAIM_MANY: Final = (
     "WITH input AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], "
     "$5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[], $10::integer[], $11::text[], "
-    "$12::double precision[], $13::double precision[]) AS i(id, request_id, vendor, "
-    "sealed_settings, sender, to_number, custom_data, callback_url, metadata, segments, "
-    "encoding, claimed_until, now)), "
+    "$12::double precision[], $13::double precision[], $14::text[]) AS i(id, request_id, "
+    "vendor, sealed_settings, sender, to_number, custom_data, callback_url, metadata, "
+    "segments, encoding, claimed_until, now, claim_key)), "
     "ins AS (INSERT INTO messages (id, request_id, claim_key, vendor, sealed_settings, "
     "sender, to_number, custom_data, callback_url, metadata, status, segments, encoding, "
     "claimed_until, created_at, updated_at) "
-    "SELECT id, request_id, request_id, vendor, sealed_settings, sender, to_number, "
+    "SELECT id, request_id, claim_key, vendor, sealed_settings, sender, to_number, "
     "custom_data, callback_url, metadata, 'pending', segments, encoding, claimed_until, now, "
-    "now FROM input ORDER BY request_id ON CONFLICT (claim_key) DO NOTHING RETURNING id) "
+    "now FROM input ORDER BY claim_key ON CONFLICT (claim_key) DO NOTHING RETURNING id) "
     "SELECT i.id AS mine, TRUE, i.id, NULL::integer, NULL::bytea, NULL::double precision, "
-    "i.claimed_until FROM input i WHERE i.id IN (SELECT id FROM ins) UNION ALL "
-    "SELECT i.id, FALSE, m.id, m.response_status, m.response_body, m.response_retry_after, "
-    "m.claimed_until FROM input i JOIN messages m ON m.claim_key = i.request_id "
-    "WHERE i.id NOT IN (SELECT id FROM ins)"
+    "i.claimed_until, 'pending', FALSE FROM input i WHERE i.id IN (SELECT id FROM ins) "
+    "UNION ALL SELECT i.id, FALSE, m.id, m.response_status, m.response_body, "
+    "m.response_retry_after, m.claimed_until, m.status, m.ambiguous FROM input i "
+    "JOIN messages m ON m.claim_key = i.claim_key WHERE i.id NOT IN (SELECT id FROM ins)"
 )
+# Only the claim's holder writes (claim_owner NULL: the message's own send); an acceptance
+# also settles a stored ambiguous answer ($17). A callback may have arrived before this
+# answer: never move the status back.
 _RECORD_OUTCOME: Final = (
-    # A callback may have arrived before this answer: never move the status back.
     "UPDATE messages SET response_status = $1, response_body = $2, response_retry_after = $3, "
     "claimed_until = 0, ambiguous = $4, parts = $5, "
     "status = CASE WHEN status = 'pending' THEN $6 ELSE status END, "
     "vendor_message_id = COALESCE(vendor_message_id, $7), segments = COALESCE($8, segments), "
     "from_number = COALESCE(from_number, $9), error_code = COALESCE($10, error_code), "
     "error_message = COALESCE($11, error_message), errored_at = COALESCE(errored_at, $12), "
-    "claim_key = CASE WHEN $13 THEN NULL ELSE claim_key END, updated_at = $14 WHERE id = $15"
+    "claim_key = CASE WHEN $13 THEN NULL ELSE claim_key END, updated_at = $14 WHERE id = $15 "
+    "AND (COALESCE(claim_owner, id) = $16 OR (ambiguous AND $17))"
 )
 _RECORD_OUTCOMES: Final = (
     "UPDATE messages SET response_status = o.status, response_body = o.body, "
@@ -115,9 +118,11 @@ _RECORD_OUTCOMES: Final = (
     "FROM (SELECT * FROM unnest($1::text[], $2::integer[], $3::bytea[], "
     "$4::double precision[], $5::boolean[], $6::integer[], $7::text[], $8::text[], "
     "$9::integer[], $10::text[], $11::text[], $12::text[], $13::double precision[], "
-    "$14::boolean[], $15::double precision[]) AS o(id, status, body, retry_after, ambiguous, "
-    "parts, new_status, vendor_message_id, segments, from_number, error_code, error_message, "
-    "errored_at, release, now) ORDER BY id) AS o WHERE messages.id = o.id "
+    "$14::boolean[], $15::double precision[], $16::text[], $17::boolean[]) AS o(id, status, "
+    "body, retry_after, ambiguous, parts, new_status, vendor_message_id, segments, "
+    "from_number, error_code, error_message, errored_at, release, now, owner, accepted) "
+    "ORDER BY id) AS o WHERE messages.id = o.id AND (COALESCE(messages.claim_owner, "
+    "messages.id) = o.owner OR (messages.ambiguous AND o.accepted)) "
     # A row with part receipts held (set under its row lock, so this sees it even after
     # waiting for that lock) is left to _record_outcome_alone, which settles them too.
     "AND NOT messages.parts_held RETURNING messages.id"
@@ -233,11 +238,11 @@ def _row(record: asyncpg.Record) -> MessageRow:
 
 
 def _claim(values: Sequence[Any]) -> Claim:
-    claimed, message_id, status, body, retry_after, claimed_until = values
+    claimed, message_id, status, body, retry_after, claimed_until, state, ambiguous = values
     response = None if status is None else StoredResponse(status=status, body=body,
                                                           retry_after=retry_after)
     return Claim(message_id=message_id, claimed=claimed, response=response,
-                 claimed_until=claimed_until)
+                 claimed_until=claimed_until, status=Status(state), ambiguous=ambiguous)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -266,9 +271,9 @@ class PostgresStore:
         self._pool: asyncpg.Pool | None = None
         # Group commit for the per-message writes (see batch.py); one row per batch at most.
         self._claims: Batcher[tuple[NewMessage, float], Claim | None] = Batcher(
-            self._claim_many, key=lambda item: item[0].request_id or item[0].id)
-        self._outcomes: Batcher[tuple[str, SendOutcome, float, ReportBuilder], None] = Batcher(
-            self._record_outcomes, key=lambda item: item[0])
+            self._claim_many, key=lambda item: item[0].claim_key or item[0].id)
+        self._outcomes: Batcher[tuple[str, SendOutcome, float, ReportBuilder, str], bool] = (
+            Batcher(self._record_outcomes, key=lambda item: item[0]))
         self._stamps: Batcher[_Stamp, bool] = Batcher(self._stamp_many, key=lambda s: s.id)
 
     def __repr__(self) -> str:
@@ -361,7 +366,7 @@ class PostgresStore:
         rows = await self._fetch_many(_CLAIM_MANY, [
             (m.id, m.request_id, m.vendor, m.sealed_settings, m.sender, m.to_number,
              m.custom_data, m.callback_url, m.metadata, m.segments, m.encoding,
-             m.claimed_until, now) for m, now in items])
+             m.claimed_until, now, m.claim_key) for m, now in items])
         if rows is None:
             return [None] * len(items)  # each claims alone instead
         found = {row["mine"]: _claim(tuple(row)[1:]) for row in rows}
@@ -389,7 +394,7 @@ class PostgresStore:
                 found = await conn.fetchrow(
                     _CLAIM, m.id, m.request_id, m.vendor, m.sealed_settings, m.sender,
                     m.to_number, m.custom_data, m.callback_url, m.metadata, m.segments,
-                    m.encoding, m.claimed_until, now)
+                    m.encoding, m.claimed_until, now, m.claim_key)
                 if found is not None:
                     return _claim(tuple(found))
         raise StoreUnavailable("request_id claim kept changing hands")
@@ -398,49 +403,55 @@ class PostgresStore:
         async with self._conn() as conn:
             found = await conn.fetchrow(
                 "SELECT FALSE, id, response_status, response_body, response_retry_after, "
-                "claimed_until FROM messages WHERE id = $1", message_id)
+                "claimed_until, status, ambiguous FROM messages WHERE id = $1", message_id)
         return None if found is None else _claim(tuple(found))
 
-    async def take_over(self, message_id: str, now: float, claimed_until: float) -> bool:
+    async def take_over(self, message_id: str, now: float, claimed_until: float,
+                        owner: str) -> bool:
         async with self._conn() as conn:
             status = await conn.execute(
-                "UPDATE messages SET claimed_until = $1, updated_at = $2 WHERE id = $3 "
-                "AND response_status IS NULL AND claimed_until < $2",
-                claimed_until, now, message_id)
+                "UPDATE messages SET claimed_until = $1, claim_owner = $4, updated_at = $2 "
+                "WHERE id = $3 AND response_status IS NULL AND status = 'pending' "
+                "AND claimed_until < $2", claimed_until, now, message_id, owner)
         return status == "UPDATE 1"
 
     async def record_outcome(self, message_id: str, outcome: SendOutcome, now: float,
-                             report: ReportBuilder) -> None:
-        await self._outcomes.submit((message_id, outcome, now, report))
+                             report: ReportBuilder, owner: str | None = None) -> bool:
+        return await self._outcomes.submit(
+            (message_id, outcome, now, report, owner or message_id))
 
     async def _record_outcomes(self, items: Sequence[tuple[str, SendOutcome, float,
-                                                           ReportBuilder]]) -> list[None]:
+                                                           ReportBuilder, str]]) -> list[bool]:
         rows = await self._fetch_many(_RECORD_OUTCOMES, [
             (message_id, o.response.status, o.response.body, o.response.retry_after,
              o.ambiguous, o.parts, o.status.value, o.vendor_message_id, o.segments,
              o.from_number, o.error_code, o.error_message,
-             now if o.status.terminal else None, o.release, now)
-            for message_id, o, now, _ in items])
+             now if o.status.terminal else None, o.release, now, owner, accepted_outcome(o))
+            for message_id, o, now, _, owner in items])
         done = set() if rows is None else {row["id"] for row in rows}
-        for message_id, o, now, report in items:
-            if message_id not in done:  # held parts, a deadlock broken, or no such row
-                await self._record_outcome_alone(message_id, o, now, report)
-        return [None] * len(items)
+        # Held parts, a deadlock broken, another holder, or no such row: one by one, where the
+        # holder check and the parts are settled under the row lock.
+        return [message_id in done or await self._record_outcome_alone(*item)
+                for item in items for message_id in (item[0],)]
 
     async def _record_outcome_alone(self, message_id: str, o: SendOutcome, now: float,
-                                    report: ReportBuilder) -> None:
+                                    report: ReportBuilder, owner: str) -> bool:
         async with self._conn() as conn, conn.transaction():
             held = await conn.fetchval(
                 "SELECT parts_held FROM messages WHERE id = $1 FOR UPDATE", message_id)
             if held is None:
-                return
-            await conn.execute(
+                return False
+            status = await conn.execute(
                 _RECORD_OUTCOME, o.response.status, o.response.body, o.response.retry_after,
                 o.ambiguous, o.parts, o.status.value, o.vendor_message_id, o.segments,
                 o.from_number, o.error_code, o.error_message,
-                now if o.status.terminal else None, o.release, now, message_id)
+                now if o.status.terminal else None, o.release, now, message_id, owner,
+                accepted_outcome(o))
+            if status != "UPDATE 1":
+                return False  # another holds the claim now: nothing changed
             if held:
                 await self._settle_parts(conn, message_id, now, report)
+        return True
 
     async def _settle_parts(self, conn: Conn, message_id: str, now: float,
                             report: ReportBuilder) -> None:
@@ -693,36 +704,38 @@ class PostgresStore:
                 return removed
 
     async def suppress(self, account: str, number: str, reason: str, vendor_code: str | None,
-                       now: float) -> None:
+                       now: float, credential: str = "") -> None:
         async with self._conn() as conn:
             await conn.execute(
-                "INSERT INTO suppressions (account, number, reason, vendor_code, created_at) "
-                "VALUES ($1,$2,$3,$4,$5) ON CONFLICT (account, number) DO UPDATE SET "
-                "reason = excluded.reason, vendor_code = excluded.vendor_code",
-                account, number, reason, vendor_code, now)
+                "INSERT INTO suppressions (account, number, credential, reason, vendor_code, "
+                "created_at) VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (account, number, "
+                "credential) DO UPDATE SET reason = excluded.reason, "
+                "vendor_code = excluded.vendor_code",
+                account, number, credential, reason, vendor_code, now)
 
-    async def is_suppressed(self, account: str, number: str) -> bool:
+    async def is_suppressed(self, account: str, number: str, credential: str = "") -> bool:
         async with self._conn() as conn:
             found = await conn.fetchval(
-                "SELECT TRUE FROM suppressions WHERE account = $1 AND number = $2",
-                account, number)
+                "SELECT TRUE FROM suppressions WHERE account = $1 AND number = $2 "
+                "AND credential IN ($3, '') LIMIT 1", account, number, credential)
         return found is not None
 
     async def suppressions(self, account: str | None, limit: int, offset: int
                            ) -> list[Suppression]:
         async with self._conn() as conn:
             rows = await conn.fetch(
-                "SELECT account, number, reason, vendor_code, created_at FROM suppressions "
-                "WHERE $1::text IS NULL OR account = $1 ORDER BY created_at DESC, account, "
-                "number LIMIT $2 OFFSET $3", account, limit, offset)
+                "SELECT account, number, reason, vendor_code, created_at, credential "
+                "FROM suppressions WHERE $1::text IS NULL OR account = $1 "
+                "ORDER BY created_at DESC, account, number, credential LIMIT $2 OFFSET $3",
+                account, limit, offset)
         return [Suppression(account=r[0], number=r[1], reason=r[2], vendor_code=r[3],
-                            created_at=r[4]) for r in rows]
+                            created_at=r[4], credential=r[5]) for r in rows]
 
     async def unsuppress(self, account: str, number: str) -> bool:
         async with self._conn() as conn:
             status = await conn.execute(
                 "DELETE FROM suppressions WHERE account = $1 AND number = $2", account, number)
-        return bool(status == "DELETE 1")
+        return bool(status != "DELETE 0")
 
     async def remember_account(self, vendor: str, account: str, sealed: bytes,
                                now: float) -> None:

@@ -129,4 +129,26 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     # 8 (branch h13-contracts): the message text, kept only with CONNECTOR_KEEP_MESSAGE_TEXT
     # (SPEC §7); NULL otherwise. Purged with its row.
     "ALTER TABLE messages ADD COLUMN text TEXT",
+    # 9 (branch h15-claims): a claim's owner (NULL: the message's own send; a take-over
+    # writes its token) so only the holder records an outcome; suppressions per credential
+    # (a keyed hash of the account's secret, '' for entries stored before), so a caller with
+    # a wrong secret cannot read an account's list. SQLite cannot change a primary key in
+    # place: the table is rebuilt.
+    """
+    ALTER TABLE messages ADD COLUMN claim_owner TEXT;
+    CREATE TABLE suppressions_v5 (
+        account TEXT NOT NULL,
+        number TEXT NOT NULL,
+        credential TEXT NOT NULL DEFAULT '',
+        reason TEXT NOT NULL,
+        vendor_code TEXT,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (account, number, credential)
+    );
+    INSERT INTO suppressions_v5 (account, number, credential, reason, vendor_code, created_at)
+        SELECT account, number, '', reason, vendor_code, created_at FROM suppressions;
+    DROP TABLE suppressions;
+    ALTER TABLE suppressions_v5 RENAME TO suppressions;
+    CREATE INDEX suppressions_created_at ON suppressions (created_at)
+    """,
 )

@@ -146,4 +146,11 @@ MIGRATIONS_PG: Final[tuple[str, ...]] = (
     # 8 (branch h13-contracts): the message text, kept only with CONNECTOR_KEEP_MESSAGE_TEXT
     # (SPEC §7); NULL otherwise. Purged with its row.
     "ALTER TABLE messages ADD COLUMN text TEXT",
+    # 9 (branch h15-claims): claim owners and per-credential suppressions (see schema.py).
+    """
+    ALTER TABLE messages ADD COLUMN claim_owner TEXT;
+    ALTER TABLE suppressions ADD COLUMN credential TEXT NOT NULL DEFAULT '';
+    ALTER TABLE suppressions DROP CONSTRAINT suppressions_pkey;
+    ALTER TABLE suppressions ADD PRIMARY KEY (account, number, credential)
+    """,
 )

@@ -91,11 +91,16 @@ def _row(values: tuple[Any, ...]) -> MessageRow:
 
 
 def _claim(message_id: str, values: tuple[Any, ...]) -> Claim:
-    status, body, retry_after, claimed_until = values
+    status, body, retry_after, claimed_until, message_status, ambiguous = values
     response = None if status is None else StoredResponse(status=status, body=body,
                                                           retry_after=retry_after)
     return Claim(message_id=message_id, claimed=False, response=response,
-                 claimed_until=claimed_until)
+                 claimed_until=claimed_until, status=Status(message_status),
+                 ambiguous=bool(ambiguous))
+
+
+_CLAIM_STATE: Final = ("response_status, response_body, response_retry_after, claimed_until, "
+                       "status, ambiguous")
 
 
 def stamped(row: MessageRow, update: StatusUpdate, now: float) -> MessageRow:
@@ -115,6 +120,11 @@ def stamped(row: MessageRow, update: StatusUpdate, now: float) -> MessageRow:
         errored_at=at if status.terminal and status is not Status.DELIVERED else row.errored_at,
         updated_at=now,
     )
+
+
+def accepted_outcome(outcome: SendOutcome) -> bool:
+    """The vendor took the message: news that may replace a stored ambiguous answer."""
+    return outcome.response.status == 200 and not outcome.ambiguous
 
 
 class _Errors:
@@ -345,50 +355,50 @@ class SqliteStore:
         return await self.claim(message, now)  # released between the two statements: again
 
     def _claim(self, db: sqlite3.Connection, m: NewMessage, now: float) -> Claim | None:
-        # The unique claim_key decides who sends.
+        # The unique claim_key (the request_id within its tenant) decides who sends.
         cursor = db.execute(
             "INSERT INTO messages (id, request_id, claim_key, vendor, sealed_settings, "
             "sender, to_number, custom_data, callback_url, metadata, status, segments, "
             "encoding, claimed_until, created_at, updated_at) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,'pending',?,?,?,?,?) "
             "ON CONFLICT (claim_key) DO NOTHING",
-            (m.id, m.request_id, m.request_id, m.vendor, m.sealed_settings, m.sender,
+            (m.id, m.request_id, m.claim_key, m.vendor, m.sealed_settings, m.sender,
              m.to_number, m.custom_data, m.callback_url, m.metadata, m.segments, m.encoding,
              m.claimed_until, now, now),
         )
         if cursor.rowcount == 1:
             return Claim(message_id=m.id, claimed=True, claimed_until=m.claimed_until)
-        found = db.execute(
-            "SELECT id, response_status, response_body, response_retry_after, "
-            "claimed_until FROM messages WHERE claim_key = ?", (m.request_id,),
-        ).fetchone()
+        found = db.execute(f"SELECT id, {_CLAIM_STATE} FROM messages WHERE claim_key = ?",
+                           (m.claim_key,)).fetchone()
         return None if found is None else _claim(found[0], found[1:])
 
     async def poll_claim(self, message_id: str) -> Claim | None:
         with self._errors() as db:
-            found = db.execute(
-                "SELECT response_status, response_body, response_retry_after, claimed_until "
-                "FROM messages WHERE id = ?", (message_id,),
-            ).fetchone()
+            found = db.execute(f"SELECT {_CLAIM_STATE} FROM messages WHERE id = ?",
+                               (message_id,)).fetchone()
         return None if found is None else _claim(message_id, found)
 
-    async def take_over(self, message_id: str, now: float, claimed_until: float) -> bool:
+    async def take_over(self, message_id: str, now: float, claimed_until: float,
+                        owner: str) -> bool:
         with self._errors() as db:
             cursor = db.execute(
-                "UPDATE messages SET claimed_until = ?, updated_at = ? WHERE id = ? "
-                "AND response_status IS NULL AND claimed_until < ?",
-                (claimed_until, now, message_id, now),
+                "UPDATE messages SET claimed_until = ?, claim_owner = ?, updated_at = ? "
+                "WHERE id = ? AND response_status IS NULL AND status = 'pending' "
+                "AND claimed_until < ?",
+                (claimed_until, owner, now, message_id, now),
             )
         return cursor.rowcount == 1
 
     async def record_outcome(self, message_id: str, outcome: SendOutcome, now: float,
-                             report: ReportBuilder) -> None:
-        await self._write(lambda db: self._record_outcome(db, message_id, outcome, now, report))
+                             report: ReportBuilder, owner: str | None = None) -> bool:
+        return await self._write(lambda db: self._record_outcome(
+            db, message_id, outcome, now, report, owner or message_id))
 
     def _record_outcome(self, db: sqlite3.Connection, message_id: str, o: SendOutcome,
-                        now: float, report: ReportBuilder) -> None:
+                        now: float, report: ReportBuilder, owner: str) -> bool:
         errored = now if o.status.terminal else None
-        # A callback may have arrived before this answer: never move the status back.
+        # A callback may have arrived before this answer: never move the status back. Only
+        # the claim's holder writes; an acceptance also settles a stored ambiguous answer.
         held = db.execute(
             "UPDATE messages SET response_status = ?, response_body = ?, "
             "response_retry_after = ?, claimed_until = 0, ambiguous = ?, parts = ?, "
@@ -399,13 +409,17 @@ class SqliteStore:
             "error_message = COALESCE(?, error_message), "
             "errored_at = COALESCE(errored_at, ?), "
             "claim_key = CASE WHEN ? THEN NULL ELSE claim_key END, updated_at = ? "
-            "WHERE id = ? RETURNING parts_held",
+            "WHERE id = ? AND (COALESCE(claim_owner, id) = ? OR (ambiguous = 1 AND ?)) "
+            "RETURNING parts_held",
             (o.response.status, o.response.body, o.response.retry_after, o.ambiguous, o.parts,
              o.status.value, o.vendor_message_id, o.segments, o.from_number, o.error_code,
-             o.error_message, errored, o.release, now, message_id),
+             o.error_message, errored, o.release, now, message_id, owner, accepted_outcome(o)),
         ).fetchone()
-        if held is not None and held[0]:
+        if held is None:
+            return False  # another holds the claim now: nothing changed
+        if held[0]:
             self._settle_parts(db, message_id, now, report)
+        return True
 
     def _settle_parts(self, db: sqlite3.Connection, message_id: str, now: float,
                       report: ReportBuilder) -> None:
@@ -654,34 +668,36 @@ class SqliteStore:
             return int(db.execute(statement, params).rowcount)
 
     async def suppress(self, account: str, number: str, reason: str, vendor_code: str | None,
-                       now: float) -> None:
+                       now: float, credential: str = "") -> None:
         await self._write(lambda db: db.execute(
-            "INSERT INTO suppressions (account, number, reason, vendor_code, created_at) "
-            "VALUES (?,?,?,?,?) ON CONFLICT (account, number) DO UPDATE SET "
-            "reason = excluded.reason, vendor_code = excluded.vendor_code",
-            (account, number, reason, vendor_code, now)))
+            "INSERT INTO suppressions (account, number, credential, reason, vendor_code, "
+            "created_at) VALUES (?,?,?,?,?,?) ON CONFLICT (account, number, credential) "
+            "DO UPDATE SET reason = excluded.reason, vendor_code = excluded.vendor_code",
+            (account, number, credential, reason, vendor_code, now)))
 
-    async def is_suppressed(self, account: str, number: str) -> bool:
+    async def is_suppressed(self, account: str, number: str, credential: str = "") -> bool:
         with self._errors() as db:
-            found = db.execute("SELECT 1 FROM suppressions WHERE account = ? AND number = ?",
-                               (account, number)).fetchone()
+            found = db.execute("SELECT 1 FROM suppressions WHERE account = ? AND number = ? "
+                               "AND credential IN (?, '')",
+                               (account, number, credential)).fetchone()
         return found is not None
 
     async def suppressions(self, account: str | None, limit: int, offset: int
                            ) -> list[Suppression]:
         with self._errors() as db:
             rows = db.execute(
-                "SELECT account, number, reason, vendor_code, created_at FROM suppressions "
-                "WHERE ? IS NULL OR account = ? ORDER BY created_at DESC, account, number "
-                "LIMIT ? OFFSET ?", (account, account, limit, offset)).fetchall()
+                "SELECT account, number, reason, vendor_code, created_at, credential "
+                "FROM suppressions WHERE ? IS NULL OR account = ? "
+                "ORDER BY created_at DESC, account, number, credential LIMIT ? OFFSET ?",
+                (account, account, limit, offset)).fetchall()
         return [Suppression(account=r[0], number=r[1], reason=r[2], vendor_code=r[3],
-                            created_at=r[4]) for r in rows]
+                            created_at=r[4], credential=r[5]) for r in rows]
 
     async def unsuppress(self, account: str, number: str) -> bool:
         removed = await self._write(lambda db: db.execute(
             "DELETE FROM suppressions WHERE account = ? AND number = ?",
             (account, number)).rowcount)
-        return removed == 1
+        return removed > 0
 
     async def remember_account(self, vendor: str, account: str, sealed: bytes,
                                now: float) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
 from collections.abc import Callable, Mapping
 from typing import Final, Protocol
@@ -22,33 +21,18 @@ import structlog
 from connector.errors import StoreUnavailable, VendorThrottled
 from connector.settings import Settings
 from connector.store.base import Store
+from connector.tenants import ACCOUNT_SETTING, account_of
 from connector.throttle.local import LocalBuckets
 
+__all__ = ["ACCOUNT_SETTING", "Buckets", "Throttle", "account_of", "open_throttle"]
 log = structlog.get_logger("connector.throttle")
 
-# The setting that names the vendor account (never a secret: it may appear in configuration).
-ACCOUNT_SETTING: Final = {
-    "twilio": "account-sid",
-    "bird": "workspace-id",
-    "sinch": "service-plan-id",
-    "infobip": "base-url",
-    "vonage": "api-key",
-}
 # A shared bucket that does not answer in this time counts as unavailable: a send waits no
 # longer than this for its permission.
 SHARED_TIMEOUT: Final = 2.0
 # How often each process reads which accounts other replicas paused, so that accounts it does
 # not count (no configured rate) still hold while a vendor asked them to.
 PAUSE_POLL: Final = 1.0
-
-
-def account_of(vendor: str, settings: Mapping[str, str]) -> str:
-    """The account a send is charged to; unknown vendors fall back to a hash of settings."""
-    name = ACCOUNT_SETTING.get(vendor)
-    if name is not None and settings.get(name):
-        return f"{vendor}:{settings[name]}"
-    digest = hashlib.sha256(repr(sorted(settings.items())).encode()).hexdigest()[:16]
-    return f"{vendor}:#{digest}"
 
 
 class Buckets(Protocol):
@@ -74,6 +58,9 @@ class Throttle:
 
     `limits` maps `vendor` or `vendor:account` to a rate per second; the most specific wins,
     and an account with neither is not limited. Capacity is one second's worth of tokens.
+    `bucket` names where an account's tokens and pauses are kept (its tenant key, see
+    connector/tenants.py): callers naming an account with a wrong secret count apart from
+    its owner. Without it the account itself is the bucket.
     """
 
     def __init__(self, limits: Mapping[str, float], buckets: Buckets | None = None, *,
@@ -87,18 +74,20 @@ class Throttle:
     def rate_for(self, account: str) -> float | None:
         return self.limits.get(account, self.limits.get(account.split(":", 1)[0]))
 
-    async def acquire(self, account: str, cost: float = 1.0) -> None:
+    async def acquire(self, account: str, cost: float = 1.0, *,
+                      bucket: str | None = None) -> None:
         """Take `cost` tokens now, or raise VendorThrottled with the exact wait.
 
         Raises StoreUnavailable (retryable 503) when shared buckets cannot be reached.
         """
+        rate = self.rate_for(account)
+        account = bucket or account
         until = self._paused.get(account)
         if until is not None:
             left = until - self.clock()
             if left > 0:
                 raise _paused(left)
             del self._paused[account]
-        rate = self.rate_for(account)
         if rate is None:
             return
         capacity = max(rate, cost)  # a message larger than a second's worth can still pass
@@ -122,12 +111,13 @@ class Throttle:
         raise VendorThrottled(f"this account's rate of {rate:g}/s is used up",
                               code="throttled", retry_after=max(0.001, wait))
 
-    async def pause(self, account: str, seconds: float) -> None:
+    async def pause(self, account: str, seconds: float, *, bucket: str | None = None) -> None:
         """The vendor said 429: hold every send for this account until it may go again.
 
         Never raises: this process holds the pause whatever happens, and a store that cannot
         take it only means other replicas learn of it from the vendor themselves.
         """
+        account = bucket or account
         self._remember(account, seconds)
         if not self.buckets.shared:
             return

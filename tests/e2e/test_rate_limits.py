@@ -53,7 +53,9 @@ def post(client: httpx.Client, connector: Connector, sid: str, twilio: FakeTwili
 def test_two_replicas_admit_one_accounts_rate_between_them(
         store: str, request: pytest.FixtureRequest, start_connector: Any, tmp_path: Path,
         twilio: FakeTwilio, receiver: ReportReceiver) -> None:
-    env = {"CONNECTOR_RATE_LIMITS": f"twilio={RATE}"}
+    # Replicas share the secret key, as the README requires: buckets are named by a hash keyed
+    # from it (connector/tenants.py).
+    env = {"CONNECTOR_RATE_LIMITS": f"twilio={RATE}", "CONNECTOR_SECRET_KEY": "k" * 40}
     if store == "postgresql":
         env["CONNECTOR_DATABASE_URL"] = request.getfixturevalue("database")
         dirs = [tmp_path / "one", tmp_path / "two"]

@@ -36,7 +36,7 @@ async def claim_all(target: str, request_ids: list[str], start: Any) -> list[str
                 id=uuid.uuid4().hex, request_id=request_id, vendor="twilio",
                 sealed_settings=b"s", sender="MyBrand", to_number="+447911123456",
                 custom_data="cd", callback_url="https://r", metadata=None, segments=1,
-                encoding="gsm7", claimed_until=NOW + 15)
+                encoding="gsm7", claimed_until=NOW + 15, claim_key=f"t|{request_id}")
             if (await store.claim(message, NOW)).claimed:
                 won.append(request_id)
 

@@ -119,8 +119,8 @@ async def test_a_claim_racing_a_winner_not_yet_committed_sees_the_winner(
         await admin.execute(
             "INSERT INTO messages (id, request_id, claim_key, vendor, sealed_settings, sender, "
             "to_number, custom_data, callback_url, status, created_at, updated_at) "
-            "VALUES ($1, 'race', 'race', 'twilio', '', 's', 't', 'cd', 'u', 'pending', $2, $2)",
-            winner.id, NOW)
+            "VALUES ($1, 'race', $3, 'twilio', '', 's', 't', 'cd', 'u', 'pending', $2, $2)",
+            winner.id, NOW, winner.claim_key)
         repeat = asyncio.create_task(pg.claim(new("race"), NOW))
         await asyncio.sleep(0.2)
         assert not repeat.done()

@@ -27,6 +27,8 @@ def new(request_id: str | None = "r1", **changes: object) -> NewMessage:
         "encoding": "gsm7", "claimed_until": NOW + 15,
     }
     fields.update(changes)
+    if "claim_key" not in fields:  # one tenant unless a test says otherwise
+        fields["claim_key"] = None if request_id is None else f"twilio:AC1|t1|{request_id}"
     return NewMessage(**fields)  # type: ignore[arg-type]
 
 
@@ -82,9 +84,9 @@ async def test_no_request_id_means_no_dedupe(store: Store) -> None:
 async def test_expired_claim_can_be_taken_over_once(store: Store) -> None:
     first = new(claimed_until=NOW + 1)
     await store.claim(first, NOW)
-    assert not await store.take_over(first.id, NOW, NOW + 20)  # not expired yet
-    assert await store.take_over(first.id, NOW + 2, NOW + 20)
-    assert not await store.take_over(first.id, NOW + 2, NOW + 20)  # someone has it now
+    assert not await store.take_over(first.id, NOW, NOW + 20, "b")  # not expired yet
+    assert await store.take_over(first.id, NOW + 2, NOW + 20, "b")
+    assert not await store.take_over(first.id, NOW + 2, NOW + 20, "c")  # someone has it now
 
 
 async def test_status_moves_forward_only_and_reports_once(store: Store) -> None:
