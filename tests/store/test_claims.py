@@ -9,7 +9,7 @@ from connector.model import Status, StatusUpdate
 from connector.store.base import SendOutcome, Store, StoredResponse
 from connector.store.schema import MIGRATIONS
 from connector.store.sqlite import SqliteStore
-from tests.store.test_store import NOW, OK, new, report_all
+from tests.store.test_store import NOW, OK, new, report_all, report_none
 
 AMBIGUOUS = SendOutcome(response=StoredResponse(status=502, body=b'{"ambiguous":1}'),
                         status=Status.PENDING, error_code="ambiguous", ambiguous=True)
@@ -22,13 +22,13 @@ async def test_a_stale_sender_writes_nothing_after_a_take_over(store: Store) -> 
     await store.claim(original, NOW)
     assert await store.take_over(original.id, NOW + 2, NOW + 40, "taker")
     # The original's late answer loses: it neither answers repeats nor frees the id.
-    assert not await store.record_outcome(original.id, RETRY, NOW + 3)
+    assert not await store.record_outcome(original.id, RETRY, NOW + 3, report_none)
     polled = await store.poll_claim(original.id)
     assert polled is not None and polled.response is None
     assert not (await store.claim(new(), NOW + 3)).claimed
-    assert await store.record_outcome(original.id, OK, NOW + 4, "taker")
+    assert await store.record_outcome(original.id, OK, NOW + 4, report_none, "taker")
     # A late ambiguous answer (the original's look-up found nothing) cannot replace it either.
-    assert not await store.record_outcome(original.id, AMBIGUOUS, NOW + 5)
+    assert not await store.record_outcome(original.id, AMBIGUOUS, NOW + 5, report_none)
     polled = await store.poll_claim(original.id)
     assert polled is not None and polled.response == OK.response
     row = await store.message(original.id)
@@ -39,9 +39,9 @@ async def test_a_late_acceptance_settles_the_takers_ambiguous_answer(store: Stor
     original = new(claimed_until=NOW + 1)
     await store.claim(original, NOW)
     assert await store.take_over(original.id, NOW + 2, NOW + 40, "taker")
-    assert await store.record_outcome(original.id, AMBIGUOUS, NOW + 3, "taker")
-    assert not await store.record_outcome(original.id, RETRY, NOW + 4)  # no news: ignored
-    assert await store.record_outcome(original.id, OK, NOW + 5)  # the vendor took it
+    assert await store.record_outcome(original.id, AMBIGUOUS, NOW + 3, report_none, "taker")
+    assert not await store.record_outcome(original.id, RETRY, NOW + 4, report_none)  # no news: ignored
+    assert await store.record_outcome(original.id, OK, NOW + 5, report_none)  # the vendor took it
     polled = await store.poll_claim(original.id)
     assert polled is not None and polled.response == OK.response and not polled.ambiguous
     assert polled.status is Status.ACCEPTED
@@ -65,7 +65,7 @@ async def test_a_request_id_is_claimed_once_per_tenant(store: Store) -> None:
     stranger = new(claim_key="twilio:AC1|forged|r1")
     assert (await store.claim(owner, NOW)).claimed
     assert (await store.claim(stranger, NOW)).claimed  # never sees the owner's claim
-    await store.record_outcome(owner.id, OK, NOW)
+    await store.record_outcome(owner.id, OK, NOW, report_none)
     repeat = await store.claim(new(claim_key="twilio:AC1|owner|r1"), NOW + 1)
     assert not repeat.claimed and repeat.response == OK.response
     other = await store.claim(new(claim_key="twilio:AC1|forged|r1"), NOW + 1)
