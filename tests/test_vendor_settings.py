@@ -41,3 +41,14 @@ def test_all_present_gives_the_known_settings() -> None:
     vendor, config = vendor_settings(_request(given), "twilio")
     assert vendor.name == "twilio"
     assert config == {"account-sid": "AC1", "auth-token": "t"}
+
+
+@pytest.mark.parametrize("value", ["AC1\tx", "AC1\x01x", "AC1\x7fx"])
+def test_a_setting_with_a_control_character_is_a_400_that_does_not_echo_it(value: str) -> None:
+    """Found by the fuzz run: a tab in Chan-Account-Sid went into Twilio's URL and answered
+    500 from /sms/verify. Every setting goes into a vendor URL or header: refuse it up front."""
+    with pytest.raises(BadRequest) as caught:
+        vendor_settings(_request({"Chan-Vendor": "twilio", "Chan-Account-Sid": value,
+                                  "Chan-Auth-Token": "token"}), "twilio")
+    assert caught.value.code == "invalid_setting"
+    assert "Chan-Account-Sid" in caught.value.message and value not in caught.value.message

@@ -125,7 +125,14 @@ def vendor_settings(request: Request, default_vendor: str) -> tuple[Vendor, dict
         raise BadRequest(f"missing {noun} {', '.join(missing)} (required for {vendor.name})",
                          code="missing_setting")
     known = set(vendor.required) | set(vendor.optional)
-    return vendor, {k: v for k, v in given.items() if k in known}
+    config = {k: v for k, v in given.items() if k in known}
+    bad = [_header(k) for k, v in config.items() if not v.isprintable()]
+    if bad:
+        # Settings go into vendor URLs and headers: a tab or control character there would
+        # make a request no client can send. The value is not echoed: it may be a secret.
+        raise BadRequest(f"{', '.join(sorted(bad))} must not contain tabs or control characters",
+                         code="invalid_setting")
+    return vendor, config
 
 
 def _header(setting: str) -> str:
