@@ -33,6 +33,18 @@ def _scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     return event
 
 
+class _Stderr:
+    """sys.stderr as it is when a line is written, not when logging was configured: whoever
+    replaces it later (a test's capture, a daemon's redirection) gets the lines, and a closed
+    stream left behind never does."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(level: str = "info", fmt: str = "auto") -> None:
     renderer: Any
     if fmt == "console" or (fmt == "auto" and sys.stderr.isatty()):
@@ -49,6 +61,6 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
