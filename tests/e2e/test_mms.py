@@ -87,12 +87,11 @@ def vendor(request: pytest.FixtureRequest) -> Iterator[Vendor]:
 
 
 # Where the documents the fakes hold exchanges to predate MMS (tests/fakes/specs/README.md):
-# Sinch's is a 2021 third-party copy without mt_media batches or their MMS reports; Vonage's
-# Messages document is v0.1, without /v1/messages. Those exchanges are held to the current
-# documents by tests/vendors/test_mms.py and the fakes' own checks instead.
+# Sinch's is a 2021 third-party copy without mt_media batches or their MMS reports. Those
+# exchanges are held to Sinch's current reference by tests/vendors/test_mms.py and the fake's
+# own checks instead. (Vonage's sends and message-status webhooks are held to Messages v1.)
 DOCUMENT_GAPS = {
     "sinch": ("is not of type 'string'", "recipient_delivery_report_mms", "mt_media"),
-    "vonage": ("POST /v1/messages: in none of",),
 }
 
 

@@ -85,6 +85,8 @@ class Contract:
         """A webhook by name: 3.1 `webhooks`, 3.0 `x-webhooks`, or an operation's `callbacks`."""
         for key in ("webhooks", "x-webhooks"):
             item = self.doc.get(key, {}).get(name)
+            if item is not None and "post" not in item and len(item) == 1:
+                (item,) = item.values()  # keyed by its URL's runtime expression (Vonage v1)
             if item is not None:
                 return dict(item.get("post") or next(iter(item.values())))
         for path_item in self.doc["paths"].values():

@@ -113,6 +113,20 @@ IMPLIED: Final[dict[str, Callable[[httpx.Headers], list[tuple[str, str]]]]] = {
 }
 
 
+def _http_auth(doc: Contract, op: dict[str, Any]) -> frozenset[str]:
+    """The HTTP auth schemes (basic, bearer) an operation takes, when it takes nothing else
+    (Vonage Messages v1: bearerAuth or basicAuth); empty when any alternative is not HTTP."""
+    schemes = doc.doc.get("components", {}).get("securitySchemes", {})
+    found: set[str] = set()
+    for requirement in op.get("security", doc.doc.get("security", [])):
+        for name in requirement:
+            scheme = schemes.get(name, {})
+            if scheme.get("type") != "http":
+                return frozenset()
+            found.add(str(scheme.get("scheme", "")).lower())
+    return frozenset(found)
+
+
 def check_request(vendor: str, method: str, path: str, query: Sequence[tuple[str, str]],
                   headers: httpx.Headers, body: bytes) -> list[str]:
     """Errors of one request to `vendor` against the document that has its operation."""
@@ -124,13 +138,18 @@ def check_request(vendor: str, method: str, path: str, query: Sequence[tuple[str
         stale = STALE_QUERY.get(vendor, frozenset())
         query = [(k, v) for k, v in query if k not in stale]
         content_type = headers.get("content-type") if body else None
-        implied = IMPLIED[vendor](headers) if vendor in IMPLIED else []
+        auth = _http_auth(doc, found[0])
+        given = headers.get("authorization", "").partition(" ")[0].lower()
+        errors = [f"Authorization: one of {', '.join(sorted(auth))} is required"] if (
+            auth and given not in auth) else []
+        # A document that declares Basic auth needs no stand-in parameters for it.
+        implied = IMPLIED[vendor](headers) if vendor in IMPLIED and "basic" not in auth else []
         if implied and content_type and content_type.startswith(FORM):
             body += b"&" + urlencode(implied).encode()
         elif implied:
             query = [*query, *implied]
         return [f"{name}: {error}" for error in
-                doc.request(method, path, query, content_type, body)]
+                errors + doc.request(method, path, query, content_type, body)]
     return [f"{method} {path}: in none of {', '.join(DOCUMENTS[vendor])}"]
 
 

@@ -10,6 +10,8 @@ auth; 202 {message_uuid}; errors as RFC 7807 problems (422 invalid parameters, 4
 messageStatusMMS {message_uuid, to, from, timestamp, status, error?, client_ref, channel}, sent
 to webhook_url with `Authorization: Bearer <HS256 JWT>` signed by the account's signature
 secret and carrying payload_hash = sha256(body) (developer.vonage.com signed webhooks).
+Every send it receives and every status it sends is also held to that document's subset
+(specs/vonage-messages.openapi.json) in `contract_violations`.
 """
 
 from __future__ import annotations
@@ -141,6 +143,7 @@ class VonageMessages:
             event["error"] = {"type": PROBLEM + error_code, "title": error_code,
                               "detail": "Delivery failed", "instance": str(uuid.uuid4())}
         raw = json.dumps(event).encode()
+        fake.contract.webhook("vonage", "message-status", "application/json", raw)
         headers = {"Content-Type": "application/json"}
         secret = secret_override or (signing[0] if signing else None)
         if secret is not None:

@@ -10,9 +10,10 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 
-from connector.model import Outgoing, new_message_id
+from connector.model import Media, Mms, Outgoing, new_message_id
 from connector.tokens import CallbackTokens
 from connector.vendors import VENDORS
+from connector.vendors.base import build_request
 from tests.fakes.specs.subset import subset
 from tests.fakes.vendor_contracts import (
     DOCUMENTS,
@@ -123,33 +124,89 @@ def test_a_missing_required_query_parameter_is_drift() -> None:
                                               "api_secret: required"]
 
 
-# -- MMS: the documents are here for the MMS builders (branch h12-mms) ---------------------
+# -- MMS --------------------------------------------------------------------------------
 
 INFOBIP_MMS = {"messages": [{"sender": "441134960000", "destinations": [{"to": "447911123456"}],
                              "content": {"title": "Hi",
                                          "messageSegments": [{"type": "TEXT",
                                                               "text": "Hello"}]}}]}
-# Messages API v0.1, the version of the document in Vonage's own repository (see README).
-VONAGE_MMS = {"to": {"type": "mms", "number": "447911123456"},
-              "from": {"type": "mms", "number": "12345"},
-              "message": {"content": {"type": "image",
-                                      "image": {"url": "https://example.com/image.jpg"}}}}
+MEDIA = {kind: Media(url=f"https://cdn.example/spring.{ext}", content_type=mime)
+         for kind, ext, mime in [("image", "jpg", "image/jpeg"), ("vcard", "vcf", "text/vcard"),
+                                 ("video", "mp4", "video/mp4"), ("audio", "mp3", "audio/mpeg"),
+                                 ("file", "pdf", "application/pdf")]}
 
 
-@pytest.mark.parametrize(("vendor", "url", "body", "valid"), [
-    pytest.param("infobip", "https://x.api.infobip.com/mms/2/messages", INFOBIP_MMS, True,
-                 id="infobip-mms-2"),
-    pytest.param("infobip", "https://x.api.infobip.com/mms/2/messages",
-                 {"messages": [{"sender": 5}]}, False, id="infobip-mms-2-bad"),
-    pytest.param("vonage", "https://api.nexmo.com/v0.1/messages", VONAGE_MMS, True,
-                 id="vonage-messages-mms"),
-    pytest.param("vonage", "https://api.nexmo.com/v0.1/messages",
-                 {**VONAGE_MMS, "message": {"content": {"type": "image"}}}, False,
-                 id="vonage-messages-mms-bad"),
+def vonage_mms(*media: Media, text: str = "Spring is here", validity: int | None = None
+               ) -> httpx.Request:
+    outgoing = Outgoing(message_id=new_message_id(), sender="+12125550199",
+                        to_e164="+12125550100", text=text, validity=validity,
+                        callback_url=CALLBACK.format(vendor="vonage"),
+                        mms=Mms(media=media, subject="Spring"))
+    return build_request(VENDORS["vonage"], outgoing, {"api-key": "k", "api-secret": "s"})
+
+
+@pytest.mark.parametrize("text", ["Spring is here", ""], ids=["caption", "no-caption"])
+@pytest.mark.parametrize("kind", sorted(MEDIA))
+def test_vonage_mms_builder_conforms_to_messages_v1(kind: str, text: str) -> None:
+    request = vonage_mms(MEDIA[kind], text=text, validity=86400)
+    assert json.loads(request.read())["message_type"] == kind
+    assert check_built("vonage", request) == []
+
+
+def test_vonage_mms_of_several_items_is_a_conforming_content_message() -> None:
+    request = vonage_mms(*MEDIA.values(), validity=60)  # the ttl is raised to Vonage's 300
+    assert json.loads(request.read())["message_type"] == "content"
+    assert check_built("vonage", request) == []
+
+
+def _vonage_drift(change: Mapping[str, object], **headers: str) -> list[str]:
+    sent = vonage_mms(MEDIA["image"])
+    body = {**json.loads(sent.read()), **change}
+    return check_built("vonage", httpx.Request("POST", sent.url, json=body,
+                                               headers={**sent.headers, **headers}))
+
+
+@pytest.mark.parametrize("change", [
+    {"image": {"caption": "no url"}}, {"ttl": 60}, {"image": {"url": "u", "caption": ""}},
+    {"channel": "sms"}, {"to": "1" * 16}, {"webhook_version": "v2"},
+], ids=["no-url", "short-ttl", "empty-caption", "sms-channel", "long-to", "version"])
+def test_an_mms_the_messages_v1_document_refuses_is_drift(change: Mapping[str, object]) -> None:
+    assert _vonage_drift(change)
+
+
+def test_messages_v1_takes_basic_or_bearer_auth_only() -> None:
+    assert _vonage_drift({}, authorization="Bearer a.jwt.token") == []
+    assert _vonage_drift({}, authorization="Token abc") == [
+        "vonage-messages.openapi.json: Authorization: one of basic, bearer is required"]
+
+
+STATUS = {"message_uuid": "aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab", "to": "12125550100",
+          "from": "12125550199", "timestamp": "2025-02-03T12:14:25Z", "status": "rejected",
+          "channel": "mms", "client_ref": "m1d", "destination": {"network_code": "310260"},
+          "usage": {"currency": "EUR", "price": "0.0150"},
+          "error": {"type": "https://developer.vonage.com/api-errors/messages#1240",
+                    "title": "1240", "detail": "Illegal Number"}}
+
+
+@pytest.mark.parametrize(("change", "valid"), [
+    ({}, True), ({"status": "accepted"}, False), ({"status": None}, False),
+    ({"channel": None}, False), ({"to": "1" * 16}, False),
+], ids=["as-sent", "unknown-status", "no-status", "no-channel", "long-to"])
+def test_vonage_mms_message_status_against_messages_v1(change: Mapping[str, object],
+                                                       valid: bool) -> None:
+    event = {k: v for k, v in {**STATUS, **change}.items() if v is not None}
+    errors = check_webhook("vonage", "message-status", "application/json",
+                           json.dumps(event).encode())
+    assert (errors == []) is valid, errors
+
+
+@pytest.mark.parametrize(("url", "body", "valid"), [
+    pytest.param("https://x.api.infobip.com/mms/2/messages", INFOBIP_MMS, True, id="mms-2"),
+    pytest.param("https://x.api.infobip.com/mms/2/messages", {"messages": [{"sender": 5}]},
+                 False, id="mms-2-bad"),
 ])
-def test_mms_documents_are_ready_for_a_builder(vendor: str, url: str, body: object,
-                                               valid: bool) -> None:
-    errors = check_built(vendor, httpx.Request("POST", url, json=body))
+def test_infobip_mms_2_is_there_for_a_builder(url: str, body: object, valid: bool) -> None:
+    errors = check_built("infobip", httpx.Request("POST", url, json=body))
     assert (errors == []) is valid, errors
 
 
