@@ -1,6 +1,7 @@
 """CPU instructions per message, end to end: a repeatable figure on a shared machine.
 
     .venv/bin/python bench/instructions.py [--messages N] [--rate R] [--db sqlite|postgresql]
+                                           [--send-only] [--keep DIR]
 
 Runs `connector serve` under valgrind's callgrind with instrumentation off, warms it up with
 callgrind off, then counts the instructions its process executes while it carries N messages
@@ -60,11 +61,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                         seconds=args.warmup / args.rate + 5, count=args.warmup)
         _control(process.pid, "--instr=on")
         started = time.monotonic()
-        result = stage.e2e_phase("counted", base, groups, rate=args.rate,
-                                 seconds=args.messages / args.rate + 5, count=args.messages)
+        if args.send_only:  # the send path alone: no callbacks, so no reports either
+            stage.callbacks(False)
+            result = stage.send_phase("counted (sends only)", base, groups, rate=args.rate,
+                                      seconds=args.messages / args.rate + 5,
+                                      count=args.messages)
+            result["custom_data_ok"] = None
+        else:
+            result = stage.e2e_phase("counted", base, groups, rate=args.rate,
+                                     seconds=args.messages / args.rate + 5,
+                                     count=args.messages)
         _control(process.pid, "--instr=off")
         _control(process.pid, "--dump")
-        delivered = result["check"]["delivered"]
+        delivered = result["ok"] if args.send_only else result["check"]["delivered"]
         time.sleep(1.0)
         total = _instructions(tmp)
         return {"db": args.db, "messages": delivered, "instructions": total,
@@ -89,10 +98,13 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=40.0, help="messages per second offered")
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432")
+    p.add_argument("--send-only", action="store_true",
+                   help="count the sends alone (vendor callbacks off, so no reports)")
     p.add_argument("--keep", type=Path, help="copy the callgrind dumps into this folder")
     args = p.parse_args()
     result = measure(args)
-    print(f"\n{result['db']}: {result['per_message']:,} instructions per message "
+    what = "send" if args.send_only else "message"
+    print(f"\n{result['db']}: {result['per_message']:,} instructions per {what} "
           f"({result['messages']:,} messages, {result['instructions']:,} in all, "
           f"{result['seconds']} s); every custom_data back: {result['custom_data_ok']}")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,

@@ -70,3 +70,29 @@ if _DIR:
     _patch_asyncpg()
     threading.Thread(target=_writer, args=(Path(_DIR) / str(os.getpid()),),
                      daemon=True, name="bench-statements").start()
+
+
+# Benchmark-only, for bench/calls.py: with BENCH_PROFILE_OUT set, SIGUSR1 starts cProfile in
+# the process and SIGUSR2 stops it and writes BENCH_PROFILE_OUT.<pid>.
+_PROFILE = os.environ.get("BENCH_PROFILE_OUT")
+_profiler: list[Any] = []
+
+
+def _profile_on(*_: Any) -> None:
+    import cProfile
+
+    _profiler[:] = [cProfile.Profile()]
+    _profiler[0].enable()
+
+
+def _profile_off(*_: Any) -> None:
+    if _profiler:
+        _profiler[0].disable()
+        _profiler[0].dump_stats(f"{_PROFILE}.{os.getpid()}")
+
+
+if _PROFILE:
+    import signal
+
+    signal.signal(signal.SIGUSR1, _profile_on)
+    signal.signal(signal.SIGUSR2, _profile_off)
