@@ -21,7 +21,7 @@ import msgspec
 
 HERE = Path(__file__).resolve().parent
 CANDIDATES = ("uvicorn+starlette", "uvicorn+router", "uvicorn+asgi",
-              "granian+asgi", "aiohttp.web")
+              "granian+asgi", "granian+rsgi", "aiohttp.web")
 _decode = msgspec.json.Decoder()
 _ANSWER = b'{"status":"accepted","message_id":"0123456789abcdef0123456789abcdef"}'
 _HEADERS = [(b"content-type", b"application/json"),
@@ -50,6 +50,14 @@ async def bare(scope: Any, receive: Any, send: Any) -> None:
         _decode.decode(body)
     await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
     await send({"type": "http.response.body", "body": _ANSWER})
+
+
+async def bare_rsgi(scope: Any, protocol: Any) -> None:
+    """The same work over granian's own interface (RSGI): no ASGI message dicts."""
+    body = await protocol()
+    if scope.path == "/sms/send":
+        _decode.decode(body)
+    protocol.response_bytes(200, [("content-type", "application/json")], _ANSWER)
 
 
 def starlette_app(full: bool) -> Any:
@@ -106,7 +114,7 @@ def serve(kind: str, port: int) -> None:
         aiohttp_main(port)
         return
     target = {"starlette": "servers:full_app", "router": "servers:router_app",
-              "asgi": "servers:bare"}[app_kind]
+              "asgi": "servers:bare", "rsgi": "servers:bare_rsgi"}[app_kind]
     if server == "uvicorn":
         import uvicorn
         uvicorn.run(target, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
@@ -115,7 +123,8 @@ def serve(kind: str, port: int) -> None:
         from granian import Granian
         from granian.constants import Interfaces, Loops
         sys.path.insert(0, str(HERE))
-        Granian(target, address="127.0.0.1", port=port, interface=Interfaces.ASGI,
+        interface = Interfaces.RSGI if app_kind == "rsgi" else Interfaces.ASGI
+        Granian(target, address="127.0.0.1", port=port, interface=interface,
                 loop=Loops.uvloop, workers=1, log_access=False, log_enabled=False).serve()
 
 
