@@ -13,7 +13,6 @@ import functools
 import ipaddress
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final, NamedTuple
-from urllib.parse import urlencode
 
 import httpx
 import msgspec
@@ -66,9 +65,24 @@ class Response(msgspec.Struct, frozen=True):
         return f"<Response [{self.status_code}]>"
 
 
+# Bytes urlencode leaves as they are (urllib.parse's _ALWAYS_SAFE); every other byte becomes
+# %XX, and a space "+", as quote_plus does.
+_FORM_SAFE: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+_FORM_TABLE: Final = [chr(byte) if byte in _FORM_SAFE else "+" if byte == 0x20 else f"%{byte:02X}"
+                      for byte in range(256)]
+
+
+def _form_quote(text: str) -> str:
+    # Each UTF-8 byte as one latin-1 character, then one C-level pass over a 256-entry table:
+    # quote_plus makes a Python call per byte it escapes (~200 calls a Twilio send).
+    return text.encode().decode("latin-1").translate(_FORM_TABLE)
+
+
 def form_encode(fields: Mapping[str, str] | Sequence[tuple[str, str]]) -> bytes:
-    """The form as application/x-www-form-urlencoded bytes."""
-    return urlencode(fields).encode()
+    """`urlencode(fields).encode()` byte for byte (tests/test_http.py proves it), cheaper."""
+    pairs = fields.items() if isinstance(fields, Mapping) else fields
+    return "&".join([_form_quote(name) + "=" + _form_quote(value)
+                     for name, value in pairs]).encode()
 
 
 def request(method: str, url: str, headers: Mapping[str, str], *,

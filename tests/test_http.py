@@ -6,8 +6,11 @@ import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import urlencode
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connector import http
 from connector.errors import AmbiguousOutcome, VendorRejected, VendorUnavailable
@@ -113,6 +116,28 @@ async def test_a_url_that_does_not_parse_is_a_permanent_error(client: HttpClient
 
 
 # -- building requests ------------------------------------------------------------------
+
+_TEXT = st.text(alphabet=st.characters(codec="utf-8"))  # any character UTF-8 can carry
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(_TEXT, _TEXT)))
+def test_form_encoding_is_urlencodes_bytes(fields: list[tuple[str, str]]) -> None:
+    assert http.form_encode(fields) == urlencode(fields).encode()
+    assert http.form_encode(dict(fields)) == urlencode(dict(fields)).encode()
+
+
+def test_form_encoding_covers_every_byte_as_urlencode_does() -> None:
+    every = "".join(map(chr, range(256))) + " \u00e9\u20ac\U0001f600+&=%"
+    assert http.form_encode({every: every}) == urlencode({every: every}).encode()
+
+
+def test_form_encoding_refuses_what_utf8_cannot_carry_as_urlencode_does() -> None:
+    with pytest.raises(UnicodeEncodeError):
+        urlencode({"Body": "\ud800"})
+    with pytest.raises(UnicodeEncodeError):
+        http.form_encode({"Body": "\ud800"})
+
 
 def test_a_built_request_has_lower_case_names_its_body_and_its_length() -> None:
     built = http.request("POST", "https://api.example/m", {"Authorization": "Basic x"},
