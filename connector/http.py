@@ -12,7 +12,7 @@ import datetime
 import functools
 import ipaddress
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import httpx
 import msgspec
@@ -52,6 +52,9 @@ class Request(msgspec.Struct, frozen=True):
     def __repr__(self) -> str:
         return f"<Request({self.method!r}, {self.url!r})>"  # headers carry credentials
 
+    def __rich_repr__(self) -> list[tuple[str, Any]]:  # rich shows every field otherwise
+        return [("method", self.method), ("url", self.url)]
+
 
 class Response(msgspec.Struct, frozen=True):
     """A vendor's (or a report receiver's) whole answer, as the adapters' parse_* read it."""
@@ -63,6 +66,9 @@ class Response(msgspec.Struct, frozen=True):
 
     def __repr__(self) -> str:
         return f"<Response [{self.status_code}]>"
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:  # not its request's headers
+        return [("status_code", self.status_code)]
 
 
 # Bytes urlencode leaves as they are (urllib.parse's _ALWAYS_SAFE); every other byte becomes
