@@ -85,8 +85,8 @@ class AiohttpAdapter:
 @contextlib.asynccontextmanager
 async def client_for(name: str, url: str) -> AsyncIterator[Send]:
     if name == "connector.http":
-        # (e) what the connector runs: http.request() builds the httpx.Request from the form
-        # (URL parsed once, body encoded up front), HttpClient sends it over aiohttp.
+        # (e) what the connector runs: http.request() builds the seam's Request from the form
+        # (body encoded up front), HttpClient sends it over pyreqwest.
         from connector import http
         form = dict(parse_qsl(BODY.decode()))
         client = http.HttpClient(limit=POOL)

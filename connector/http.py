@@ -1,4 +1,5 @@
-"""The one owner of outbound HTTP: httpx types at the seam, pyreqwest underneath (by measurement).
+"""The one owner of outbound HTTP: a small typed request and answer at the seam between the
+sans-I/O vendor adapters and the sender, pyreqwest underneath (both by measurement, issue #11).
 
 Transport errors are classified here, once: a request that never left (refused connection,
 DNS, connect timeout) is safe to retry; one that may have reached the vendor (read timeout,
@@ -10,9 +11,8 @@ from __future__ import annotations
 import datetime
 import functools
 import ipaddress
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Final
-from urllib.parse import urlencode
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final, NamedTuple
 
 import httpx
 import msgspec
@@ -37,29 +37,96 @@ def cached_url(text: str) -> httpx.URL:
     return httpx.URL(text)  # parsed once per endpoint: httpx's parser costs ~50 µs a URL
 
 
-def request(method: str, url: str, headers: Mapping[str, str], *,
-            form: Mapping[str, str] | None = None, json: object = None,
-            json_bytes: bytes | None = None) -> httpx.Request:
-    """An httpx.Request built the cheap way, for the per-message calls.
+class Request(msgspec.Struct, frozen=True):
+    """An outbound request as an adapter builds it: what HttpClient.send puts on the wire.
 
-    `httpx.Request(..., data=...)` parses the URL and encodes the body and headers each time;
-    measured here that is ~70 µs a request against ~10 µs for a request made from a URL parsed
-    once per endpoint and a body encoded up front (the same bytes: urlencode for forms, compact
-    UTF-8 JSON).
+    Not httpx.Request: building one normalises every header and wraps the body in a stream,
+    ~50 Python calls a message that the transport (pyreqwest) does not need.
     """
-    fields = [(k.encode(), v.encode()) for k, v in headers.items()]
+
+    method: str
+    url: str
+    headers: dict[str, str]  # lower-case names
+    content: bytes = b""
+
+    def __repr__(self) -> str:
+        return f"<Request({self.method!r}, {self.url!r})>"  # headers carry credentials
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:  # rich shows every field otherwise
+        return [("method", self.method), ("url", self.url)]
+
+
+class Response(msgspec.Struct, frozen=True):
+    """A vendor's (or a report receiver's) whole answer, as the adapters' parse_* read it."""
+
+    status_code: int
+    headers: Mapping[str, str]  # case-insensitive lookups (pyreqwest's HeaderMap)
+    content: bytes = b""
+    request: Request | None = None  # what was sent, for parsers that compare against it
+
+    def __repr__(self) -> str:
+        return f"<Response [{self.status_code}]>"
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:  # not its request's headers
+        return [("status_code", self.status_code)]
+
+
+# Bytes urlencode leaves as they are (urllib.parse's _ALWAYS_SAFE); every other byte becomes
+# %XX, and a space "+", as quote_plus does.
+_FORM_SAFE: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+_FORM_TABLE: Final = [chr(byte) if byte in _FORM_SAFE else "+" if byte == 0x20 else f"%{byte:02X}"
+                      for byte in range(256)]
+
+
+def _form_quote(text: str) -> str:
+    # Each UTF-8 byte as one latin-1 character, then one C-level pass over a 256-entry table:
+    # quote_plus makes a Python call per byte it escapes (~200 calls a Twilio send).
+    return text.encode().decode("latin-1").translate(_FORM_TABLE)
+
+
+def form_encode(fields: Mapping[str, str] | Sequence[tuple[str, str]]) -> bytes:
+    """`urlencode(fields).encode()` byte for byte (tests/test_http.py proves it), cheaper."""
+    pairs = fields.items() if isinstance(fields, Mapping) else fields
+    return "&".join([_form_quote(name) + "=" + _form_quote(value)
+                     for name, value in pairs]).encode()
+
+
+def request(method: str, url: str, headers: Mapping[str, str], *,
+            form: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+            json: object = None, json_bytes: bytes | None = None,
+            params: Mapping[str, str] | None = None) -> Request:
+    """A Request with its body encoded (urlencoded form, or compact UTF-8 JSON), its header
+    names lower-cased, and `params` appended to the URL's query string."""
+    fields = {name.lower(): value for name, value in headers.items()}
     body = b""
     if form is not None:
-        body = urlencode(form).encode()
-        fields.append((b"Content-Type", FORM.encode()))
+        body = form_encode(form)
+        fields["content-type"] = FORM
     elif json is not None or json_bytes is not None:
         body = _json.encode(json) if json_bytes is None else json_bytes
-        fields.append((b"Content-Type", JSON.encode()))
+        fields["content-type"] = JSON
     if body or method in ("POST", "PUT", "PATCH"):
-        fields.append((b"Content-Length", str(len(body)).encode()))
-    built = httpx.Request(method, cached_url(url), headers=fields, stream=httpx.ByteStream(body))
-    built.read()
-    return built
+        fields["content-length"] = str(len(body))
+    if params:
+        url += ("&" if "?" in url else "?") + form_encode(params).decode()
+    return Request(method, url, fields, body)
+
+
+class _Target(NamedTuple):
+    """What the client needs of a URL, worked out once per URL text."""
+
+    text: str  # as httpx serialises it: the form the guard's check parsed
+    host: str
+    port: int
+    userinfo: bool
+    is_address: bool  # an IP literal: nothing to pin
+
+
+@functools.lru_cache(maxsize=1024)
+def _target(text: str) -> _Target:
+    url = cached_url(text)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    return _Target(str(url), url.host, port, bool(url.userinfo), _is_address(url.host))
 
 
 # The checked addresses of a host (netcheck.AddressGuard.addresses); raises a ConnectorError
@@ -70,7 +137,7 @@ _CONNECT_TIMEOUT: Final = datetime.timedelta(seconds=5)
 
 
 class HttpClient:
-    """Sends httpx.Requests over pyreqwest (Rust's reqwest and hyper), started in the lifespan.
+    """Sends Requests over pyreqwest (Rust's reqwest and hyper), started in the lifespan.
 
     Chosen by bench/transport.py: a quarter of aiohttp's client CPU per request at 64 in
     flight. With `pin`, every connection goes only to the addresses the address guard checked
@@ -103,20 +170,20 @@ class HttpClient:
             if client is not None:
                 await client.close()
 
-    async def _client(self, url: httpx.URL, what: str) -> Client:
+    async def _client(self, target: _Target, what: str) -> Client:
         if self._default is None:
             await self.start()
         assert self._default is not None
-        host = url.host
+        host = target.host
         if self._pin is None or not host:
             return self._default
         try:
             addresses = await self._pin(host)
         except ConnectorError as exc:  # refused or not resolvable now: nothing was sent
             raise VendorUnavailable(f"{what}: cannot connect ({exc.message})") from None
-        if _is_address(host):
+        if target.is_address:
             return self._default  # no name to resolve: the checked address is the URL's
-        port = url.port or (443 if url.scheme == "https" else 80)
+        port = target.port
         kept = self._pinned.get((host, port))
         if kept is not None and kept[0] == addresses:
             return kept[1]
@@ -126,17 +193,22 @@ class HttpClient:
         self._pinned[(host, port)] = (addresses, client)
         return client
 
-    async def send(self, request: httpx.Request, timeout: float,  # noqa: ASYNC109
-                   *, what: str) -> httpx.Response:
+    async def send(self, request: Request, timeout: float,  # noqa: ASYNC109
+                   *, what: str) -> Response:
         """Send and read the whole answer, raising a VendorError for transport failures."""
-        if request.url.userinfo:
+        try:
+            target = _target(request.url)
+        except (httpx.InvalidURL, ValueError):
+            raise VendorRejected(f"{what}: the URL is not valid; it cannot be requested",
+                                 code="invalid_url") from None
+        if target.userinfo:
             # Credentials ride in headers, never in a URL (where logs and proxies keep them).
             raise VendorRejected(f"{what}: the URL carries credentials; it cannot be requested",
                                  code="invalid_url")
-        client = await self._client(request.url, what)
+        client = await self._client(target, what)
         try:
-            built = (client.request(request.method, str(request.url))
-                     .headers(request.headers.multi_items()).body_bytes(request.read())
+            built = (client.request(request.method, target.text).headers(request.headers)
+                     .body_bytes(request.content)
                      .timeout(datetime.timedelta(seconds=timeout)).build())
             answer = await built.send()
             body = await answer.bytes()
@@ -151,11 +223,7 @@ class HttpClient:
             if isinstance(exc, TimeoutError):
                 raise VendorTimeout(f"{what}: connect timed out") from None
             raise VendorUnavailable(f"{what}: cannot connect ({_last_cause(exc)})") from None
-        # A ready stream: httpx skips re-encoding the body and its headers (~70 µs).
-        response = httpx.Response(answer.status, headers=list(answer.headers.items()),
-                                  stream=httpx.ByteStream(bytes(body)), request=request)
-        response.read()
-        return response
+        return Response(answer.status, answer.headers, bytes(body), request)
 
 
 def _is_address(host: str) -> bool:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import urlencode
 
-import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rich.pretty import pretty_repr
 
+from connector import http
 from connector.errors import AmbiguousOutcome, VendorRejected, VendorUnavailable
 from connector.http import HttpClient
 
@@ -29,8 +34,8 @@ async def serve(handler: Handler) -> tuple[asyncio.Server, str]:
     return server, f"http://127.0.0.1:{port}/x"
 
 
-def request(url: str) -> httpx.Request:
-    return httpx.Request("POST", url, content=b"To=%2B447911123456", headers={"A": "b"})
+def request(url: str) -> http.Request:
+    return http.Request("POST", url, {"a": "b"}, b"To=%2B447911123456")
 
 
 async def test_refused_connection_was_never_sent(client: HttpClient) -> None:
@@ -67,7 +72,7 @@ async def test_reset_after_sending_is_ambiguous(client: HttpClient) -> None:
             await client.send(request(url), 2.0, what="vendor")
 
 
-async def test_answer_arrives_as_httpx_response(client: HttpClient) -> None:
+async def test_answer_arrives_whole_with_case_insensitive_headers(client: HttpClient) -> None:
     async def ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(1024)
         writer.write(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
@@ -80,8 +85,9 @@ async def test_answer_arrives_as_httpx_response(client: HttpClient) -> None:
     async with server:
         answer = await client.send(request(url), 2.0, what="vendor")
     assert answer.status_code == 201
-    assert answer.json() == {"sid": "S"}
-    assert answer.headers["retry-after"] == "3"
+    assert json.loads(answer.content) == {"sid": "S"}
+    assert answer.headers["retry-after"] == answer.headers["Retry-After"] == "3"
+    assert answer.request is not None and answer.request.url == url
 
 
 async def test_a_url_the_transport_refuses_is_a_permanent_error_and_nothing_is_sent(
@@ -96,8 +102,59 @@ async def test_a_url_the_transport_refuses_is_a_permanent_error_and_nothing_is_s
     port = url.split(":")[2].split("/")[0]
     async with server:  # credentials in the URL beside an Authorization header: ValueError
         with pytest.raises(VendorRejected) as caught:
-            await client.send(httpx.Request("POST", f"http://u:p@127.0.0.1:{port}/x", content=b"[]",
-                                            headers={"Authorization": "jwt"}), 2.0,
+            await client.send(http.request("POST", f"http://u:p@127.0.0.1:{port}/x",
+                                           {"Authorization": "jwt"}, json_bytes=b"[]"), 2.0,
                               what="report")
     assert (caught.value.code, caught.value.retryable) == ("invalid_url", False)
     assert accepted == []
+
+
+async def test_a_url_that_does_not_parse_is_a_permanent_error(client: HttpClient) -> None:
+    with pytest.raises(VendorRejected) as caught:
+        await client.send(http.request("POST", "http://[::1/x", {}, json_bytes=b"[]"), 2.0,
+                          what="report")
+    assert (caught.value.code, caught.value.retryable) == ("invalid_url", False)
+
+
+# -- building requests ------------------------------------------------------------------
+
+_TEXT = st.text(alphabet=st.characters(codec="utf-8"))  # any character UTF-8 can carry
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(_TEXT, _TEXT)))
+def test_form_encoding_is_urlencodes_bytes(fields: list[tuple[str, str]]) -> None:
+    assert http.form_encode(fields) == urlencode(fields).encode()
+    assert http.form_encode(dict(fields)) == urlencode(dict(fields)).encode()
+
+
+def test_form_encoding_covers_every_byte_as_urlencode_does() -> None:
+    every = "".join(map(chr, range(256))) + " \u00e9\u20ac\U0001f600+&=%"
+    assert http.form_encode({every: every}) == urlencode({every: every}).encode()
+
+
+def test_form_encoding_refuses_what_utf8_cannot_carry_as_urlencode_does() -> None:
+    with pytest.raises(UnicodeEncodeError):
+        urlencode({"Body": "\ud800"})
+    with pytest.raises(UnicodeEncodeError):
+        http.form_encode({"Body": "\ud800"})
+
+
+def test_a_built_request_has_lower_case_names_its_body_and_its_length() -> None:
+    built = http.request("POST", "https://api.example/m", {"Authorization": "Basic x"},
+                         form={"To": "+1 2"})
+    assert built.headers == {"authorization": "Basic x", "content-type": http.FORM,
+                             "content-length": "9"}
+    assert built.content == b"To=%2B1+2"
+    answer = http.Response(200, {}, b"", built)
+    for shown in (repr(built), pretty_repr(built), repr(answer), pretty_repr(answer)):
+        assert "Basic x" not in shown  # headers carry credentials: never shown
+
+
+@pytest.mark.parametrize(("url", "built"), [
+    ("https://api.example/b", "https://api.example/b?ref=a+b%2Fc&n=1"),
+    ("https://api.example/b?x=1", "https://api.example/b?x=1&ref=a+b%2Fc&n=1"),
+])
+def test_params_join_the_query_string(url: str, built: str) -> None:
+    request = http.request("GET", url, {}, params={"ref": "a b/c", "n": "1"})
+    assert (request.url, request.content, request.headers) == (built, b"", {})

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import socket
 
-import httpx
 import pytest
 
 from connector.errors import VendorUnavailable
-from connector.http import HttpClient
+from connector.http import HttpClient, Request
 from connector.netcheck import (
     AddressGuard,
     DnsUnavailable,
@@ -156,7 +155,7 @@ async def test_a_rebinding_host_never_reaches_the_loopback_listener() -> None:
         try:
             await guard.check(url, "callback_url", None)
             with pytest.raises(VendorUnavailable):
-                await http.send(httpx.Request("POST", url, content=b"[]"), 2.0, what="report")
+                await http.send(Request("POST", url, {}, b"[]"), 2.0, what="report")
         finally:
             await http.close()
     assert dns.asked == ["rebind.example"] * 2
@@ -172,7 +171,7 @@ async def test_private_networks_allowed_still_connect_by_name() -> None:
     async with server:
         try:
             await guard.check(url, "callback_url", None)
-            answer = await http.send(httpx.Request("POST", url, content=b"[]"), 2.0,
+            answer = await http.send(Request("POST", url, {}, b"[]"), 2.0,
                                      what="report")
         finally:
             await http.close()

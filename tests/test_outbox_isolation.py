@@ -7,8 +7,7 @@ import asyncio
 import socket
 from urllib.parse import urlsplit
 
-import httpx
-
+from connector import http
 from connector.http import HttpClient
 from connector.netcheck import AddressGuard
 from connector.outbox import Dispatcher
@@ -42,8 +41,8 @@ async def test_stored_urls_no_client_can_request_jam_nothing(
 class ExplodingHttp(HttpClient):
     """A client with a bug for one URL: whatever it raises must stay that chunk's failure."""
 
-    async def send(self, request: httpx.Request, timeout: float,  # noqa: ASYNC109
-                   *, what: str) -> httpx.Response:
+    async def send(self, request: http.Request, timeout: float,  # noqa: ASYNC109
+                   *, what: str) -> http.Response:
         if "boom" in str(request.url):
             raise RuntimeError("a bug")
         return await super().send(request, timeout, what=what)

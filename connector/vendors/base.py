@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Final, Protocol, TypeVar
 
-import httpx
 import msgspec
 
+from connector import http
 from connector.errors import (
     AmbiguousOutcome,
     VendorAuthFailed,
@@ -61,9 +61,9 @@ class Vendor(Protocol):
 
     def base_url(self, settings: Mapping[str, str]) -> str: ...
 
-    def build_send(self, message: Outgoing, settings: Mapping[str, str]) -> httpx.Request: ...
+    def build_send(self, message: Outgoing, settings: Mapping[str, str]) -> http.Request: ...
 
-    def parse_send(self, response: httpx.Response) -> Accepted:
+    def parse_send(self, response: http.Response) -> Accepted:
         """The acceptance, or raise the VendorError the platform should see."""
 
     def verify(self, callback: Callback, settings: Mapping[str, str]) -> None:
@@ -72,17 +72,17 @@ class Vendor(Protocol):
     def parse_status(self, callback: Callback) -> list[StatusUpdate]:
         """Updates in the shared model; unknown vendor statuses are logged and left out."""
 
-    def build_verify(self, settings: Mapping[str, str]) -> httpx.Request:
+    def build_verify(self, settings: Mapping[str, str]) -> http.Request:
         """One cheap authenticated call that proves the credentials work."""
 
-    def parse_verify(self, response: httpx.Response) -> None:
+    def parse_verify(self, response: http.Response) -> None:
         """Return when the credentials work, else raise a VendorError saying what is wrong."""
 
     def build_lookup(self, message: Outgoing, settings: Mapping[str, str]
-                     ) -> httpx.Request | None:
+                     ) -> http.Request | None:
         """A look-up of this message by the connector's reference; None: the vendor has none."""
 
-    def parse_lookup(self, response: httpx.Response) -> Accepted | None:
+    def parse_lookup(self, response: http.Response) -> Accepted | None:
         """The message as the vendor knows it, None when the vendor never took it; raise a
         VendorError when the look-up itself failed."""
 
@@ -92,25 +92,25 @@ class Vendor(Protocol):
         """Why this account or destination cannot take this MMS (then the fallback SMS goes,
         or 422 mms_not_supported); None when it can."""
 
-    def build_mms(self, message: Outgoing, settings: Mapping[str, str]) -> httpx.Request: ...
+    def build_mms(self, message: Outgoing, settings: Mapping[str, str]) -> http.Request: ...
 
-    def parse_mms(self, response: httpx.Response) -> Accepted:
+    def parse_mms(self, response: http.Response) -> Accepted:
         """As parse_send, for the answer to build_mms's request."""
 
-    def mms_capability(self, settings: Mapping[str, str], response: httpx.Response
+    def mms_capability(self, settings: Mapping[str, str], response: http.Response
                        ) -> bool | None:
         """From a successful build_verify answer: can the account send MMS? None: cannot tell."""
 
 
 def build_request(vendor: Vendor, message: Outgoing, settings: Mapping[str, str]
-                  ) -> httpx.Request:
+                  ) -> http.Request:
     """The vendor request for this message: its MMS send when it carries MMS, else its SMS."""
     if message.mms is not None:
         return vendor.build_mms(message, settings)
     return vendor.build_send(message, settings)
 
 
-def parse_answer(vendor: Vendor, message: Outgoing, response: httpx.Response) -> Accepted:
+def parse_answer(vendor: Vendor, message: Outgoing, response: http.Response) -> Accepted:
     if message.mms is not None:
         return vendor.parse_mms(response)
     return vendor.parse_send(response)
@@ -120,7 +120,7 @@ def basic_auth(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def retry_after(response: httpx.Response) -> float | None:
+def retry_after(response: http.Response) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or HTTP date), None when absent/bad."""
     raw = response.headers.get("retry-after")
     if raw is None:
@@ -136,7 +136,7 @@ def retry_after(response: httpx.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def read_answer(parse: Callable[[httpx.Response], T], answer: httpx.Response, what: str) -> T:
+def read_answer(parse: Callable[[http.Response], T], answer: http.Response, what: str) -> T:
     """`parse(answer)`, with an answer the adapter could not read (JSON of the wrong shape, or
     nested deeper than msgspec follows) taken as unreadable: the vendor may have acted on the
     request, so it is ambiguous, never an unexpected error."""
@@ -147,7 +147,7 @@ def read_answer(parse: Callable[[httpx.Response], T], answer: httpx.Response, wh
 
 
 def classify(
-    response: httpx.Response,
+    response: http.Response,
     *,
     vendor: str,
     vendor_code: str | None,

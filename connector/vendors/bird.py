@@ -15,9 +15,8 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Final
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
-import httpx
 import msgspec
 import structlog
 
@@ -166,7 +165,7 @@ def _has_mms(capabilities: object, depth: int = 0) -> bool:
     return any(_has_mms(value, depth + 1) for value in capabilities.values())
 
 
-def _failed(response: httpx.Response) -> VendorError:
+def _failed(response: http.Response) -> VendorError:
     try:
         error = _error.decode(response.content)
     except msgspec.DecodeError:
@@ -197,9 +196,9 @@ class Bird:
         return settings.get("base-url", DEFAULT_BASE_URL).rstrip("/")
 
     def _request(self, method: str, settings: Mapping[str, str], path: str = "",
-                 **content: Any) -> httpx.Request:
-        return httpx.Request(method, self._url(settings, path), **content,
-                             headers=self._auth(settings))
+                 params: Mapping[str, str] | None = None) -> http.Request:
+        return http.request(method, self._url(settings, path), self._auth(settings),
+                            params=params)
 
     def _url(self, settings: Mapping[str, str], path: str) -> str:
         workspace, channel = (quote(settings[k], safe="") for k in ("workspace-id", "channel-id"))
@@ -209,7 +208,7 @@ class Bird:
     def _auth(settings: Mapping[str, str]) -> dict[str, str]:
         return {"Accept": "application/json", "Authorization": "AccessKey " + settings["access-key"]}
 
-    def build_send(self, message: Outgoing, settings: Mapping[str, str]) -> httpx.Request:
+    def build_send(self, message: Outgoing, settings: Mapping[str, str]) -> http.Request:
         # The sender is the channel's configured number or name: Bird's send takes no `from`,
         # so the platform's `sender` is not forwarded. Nor is CONNECTOR_VALIDITY: the Channels
         # API send (CreateChannelMessage: sender, receiver, reference, template, body, meta,
@@ -225,7 +224,7 @@ class Bird:
         return http.request("POST", self._url(settings, "/messages"), self._auth(settings),
                             json=body)
 
-    def parse_send(self, response: httpx.Response) -> Accepted:
+    def parse_send(self, response: http.Response) -> Accepted:
         if response.status_code in (200, 201, 202):
             created = _message.decode(response.content)
             return Accepted(vendor_message_id=created.id, from_number=_sender(created))
@@ -239,7 +238,7 @@ class Bird:
             return "bird sends MMS to US and Canadian numbers only"
         return None
 
-    def build_mms(self, message: Outgoing, settings: Mapping[str, str]) -> httpx.Request:
+    def build_mms(self, message: Outgoing, settings: Mapping[str, str]) -> http.Request:
         """The SMS send with an `image` body (every item an image: up to 10 mediaUrls, the
         text and the subject as title) or else a `file` body (mediaUrl with contentType)."""
         assert message.mms is not None
@@ -265,10 +264,10 @@ class Bird:
         return http.request("POST", self._url(settings, "/messages"), self._auth(settings),
                             json=body)
 
-    def parse_mms(self, response: httpx.Response) -> Accepted:
+    def parse_mms(self, response: http.Response) -> Accepted:
         return self.parse_send(response)
 
-    def mms_capability(self, settings: Mapping[str, str], response: httpx.Response
+    def mms_capability(self, settings: Mapping[str, str], response: http.Response
                        ) -> bool | None:
         """The channel's `capabilities` name an outgoing `mms` capability when its number is
         MMS-capable; one that is paused or not active does not count."""
@@ -278,10 +277,10 @@ class Bird:
             return None
         return _has_mms(channel.get("capabilities"))
 
-    def build_verify(self, settings: Mapping[str, str]) -> httpx.Request:
+    def build_verify(self, settings: Mapping[str, str]) -> http.Request:
         return self._request("GET", settings)
 
-    def parse_verify(self, response: httpx.Response) -> None:
+    def parse_verify(self, response: http.Response) -> None:
         if response.status_code == 200:
             return
         if response.status_code in (401, 403):
@@ -290,21 +289,22 @@ class Bird:
         raise _failed(response)
 
     def build_lookup(self, message: Outgoing, settings: Mapping[str, str]
-                     ) -> httpx.Request | None:
+                     ) -> http.Request | None:
         # Filtering the channel's messages by `reference` is [inferred]; parse_lookup still
         # compares each result's reference, so an ignored filter cannot produce a false match.
         return self._request("GET", settings, "/messages",
                              params={"reference": message.message_id, "limit": "10"})
 
-    def parse_lookup(self, response: httpx.Response) -> Accepted | None:
+    def parse_lookup(self, response: http.Response) -> Accepted | None:
         if response.status_code != 200:
             raise _failed(response)
-        wanted = response.request.url.params.get("reference")
+        sent = response.request.url if response.request is not None else ""
+        wanted = dict(parse_qsl(urlsplit(sent).query)).get("reference")
         try:
             results = _results.decode(response.content).results
         except msgspec.DecodeError:
             raise VendorUnavailable("bird: the message look-up answer is unreadable") from None
-        mine = [found for found in results if found.reference == wanted]
+        mine = [found for found in results if wanted and found.reference == wanted]
         return Accepted(vendor_message_id=mine[0].id, from_number=_sender(mine[0])) if mine else None
 
     def verify(self, callback: Callback, settings: Mapping[str, str]) -> None:

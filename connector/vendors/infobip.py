@@ -12,7 +12,6 @@ from datetime import datetime
 from string import ascii_lowercase
 from typing import Final
 
-import httpx
 import msgspec
 import structlog
 
@@ -154,7 +153,7 @@ def _when(stamp: str | None) -> float | None:
         return None
 
 
-def _http_error(response: httpx.Response) -> VendorError:
+def _http_error(response: http.Response) -> VendorError:
     try:
         failure = _failure.decode(response.content)
     except msgspec.DecodeError:
@@ -209,7 +208,7 @@ class Infobip:
     def _headers(self, settings: Mapping[str, str]) -> dict[str, str]:
         return {"Accept": "application/json", "Authorization": f"App {settings['api-key']}"}
 
-    def build_send(self, message: Outgoing, settings: Mapping[str, str]) -> httpx.Request:
+    def build_send(self, message: Outgoing, settings: Mapping[str, str]) -> http.Request:
         sender = digits(message.sender) if message.sender.startswith("+") else message.sender
         sms: dict[str, object] = {
             "sender": sender,
@@ -227,7 +226,7 @@ class Infobip:
         return http.request("POST", f"{self.base_url(settings)}/sms/3/messages",
                             self._headers(settings), json=body)
 
-    def parse_send(self, response: httpx.Response) -> Accepted:
+    def parse_send(self, response: http.Response) -> Accepted:
         if response.status_code != 200:
             raise _http_error(response)
         try:
@@ -250,7 +249,7 @@ class Infobip:
         # and a destination it cannot serve comes back REJECTED from Infobip itself.
         return None
 
-    def build_mms(self, message: Outgoing, settings: Mapping[str, str]) -> httpx.Request:
+    def build_mms(self, message: Outgoing, settings: Mapping[str, str]) -> http.Request:
         """POST /mms/1/advanced (MmsAdvancedRequest): our id as the destination's messageId,
         text and link segments, the subject as `title`, reports to our own notifyUrl."""
         assert message.mms is not None
@@ -272,19 +271,19 @@ class Infobip:
         return http.request("POST", f"{self.base_url(settings)}/mms/1/advanced",
                             self._headers(settings), json={"messages": [mms]})
 
-    def parse_mms(self, response: httpx.Response) -> Accepted:
+    def parse_mms(self, response: http.Response) -> Accepted:
         # SendResult: {bulkId, messages: [{to, status, messageId}]}, the SMS answer's shape.
         return self.parse_send(response)
 
-    def mms_capability(self, settings: Mapping[str, str], response: httpx.Response
+    def mms_capability(self, settings: Mapping[str, str], response: http.Response
                        ) -> bool | None:
         return None  # the balance says nothing about MMS routes
 
-    def build_verify(self, settings: Mapping[str, str]) -> httpx.Request:
-        return httpx.Request("GET", f"{self.base_url(settings)}/account/1/balance",
-                             headers=self._headers(settings))
+    def build_verify(self, settings: Mapping[str, str]) -> http.Request:
+        return http.request("GET", f"{self.base_url(settings)}/account/1/balance",
+                            self._headers(settings))
 
-    def parse_verify(self, response: httpx.Response) -> None:
+    def parse_verify(self, response: http.Response) -> None:
         # 403 means the key authenticated but lacks the account-management scope; a key made
         # only for sending SMS is still good credentials [inferred from the E401/E403 texts].
         if response.status_code in (200, 403):
@@ -294,14 +293,13 @@ class Infobip:
         raise _http_error(response)
 
     def build_lookup(self, message: Outgoing, settings: Mapping[str, str]
-                     ) -> httpx.Request | None:
+                     ) -> http.Request | None:
         # MMS keep their own logs (GET /mms/1/logs), of the same {results: [...]} shape.
         logs = "/mms/1/logs" if message.mms is not None else "/sms/3/logs"
-        return httpx.Request("GET", f"{self.base_url(settings)}{logs}",
-                             params={"messageId": message.message_id},
-                             headers=self._headers(settings))
+        return http.request("GET", f"{self.base_url(settings)}{logs}", self._headers(settings),
+                            params={"messageId": message.message_id})
 
-    def parse_lookup(self, response: httpx.Response) -> Accepted | None:
+    def parse_lookup(self, response: http.Response) -> Accepted | None:
         if response.status_code != 200:
             raise _http_error(response)
         try:

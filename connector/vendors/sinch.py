@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Final
 from urllib.parse import quote
 
-import httpx
 import msgspec
 import structlog
 
@@ -137,7 +136,7 @@ def _enabled(flag: str) -> bool:
     return flag.strip().lower() in ("true", "1", "yes", "enabled")
 
 
-def _failure(response: httpx.Response, detail: str = "") -> VendorError:
+def _failure(response: http.Response, detail: str = "") -> VendorError:
     try:
         error = _error.decode(response.content)
     except msgspec.DecodeError:
@@ -173,7 +172,7 @@ class Sinch:
         return {"Accept": "application/json",
                 "Authorization": f"Bearer {settings['api-token']}"}
 
-    def build_send(self, message: Outgoing, settings: Mapping[str, str]) -> httpx.Request:
+    def build_send(self, message: Outgoing, settings: Mapping[str, str]) -> http.Request:
         # One recipient per batch: the batch id then names exactly one message. E.164 with
         # its "+", which Sinch documents as optional and accepts.
         body = {"from": message.sender, "to": [message.to_e164], "body": message.text,
@@ -183,7 +182,7 @@ class Sinch:
             body["expire_at"] = _rfc3339(self.clock() + min(message.validity, MAX_VALIDITY))
         return http.request("POST", self._batches(settings), self._headers(settings), json=body)
 
-    def parse_send(self, response: httpx.Response) -> Accepted:
+    def parse_send(self, response: http.Response) -> Accepted:
         if response.status_code not in (200, 201):
             raise _failure(response)
         try:
@@ -204,7 +203,7 @@ class Sinch:
             return "a sinch MMS batch carries exactly one media URL"
         return None
 
-    def build_mms(self, message: Outgoing, settings: Mapping[str, str]) -> httpx.Request:
+    def build_mms(self, message: Outgoing, settings: Mapping[str, str]) -> http.Request:
         """An mt_media batch: the SMS batch with a MediaBody {url, message, subject}."""
         assert message.mms is not None
         media: dict[str, str] = {"url": message.mms.media[0].url}
@@ -220,18 +219,18 @@ class Sinch:
             body["expire_at"] = _rfc3339(self.clock() + min(message.validity, MAX_VALIDITY))
         return http.request("POST", self._batches(settings), self._headers(settings), json=body)
 
-    def parse_mms(self, response: httpx.Response) -> Accepted:
+    def parse_mms(self, response: http.Response) -> Accepted:
         return self.parse_send(response)
 
-    def mms_capability(self, settings: Mapping[str, str], response: httpx.Response
+    def mms_capability(self, settings: Mapping[str, str], response: http.Response
                        ) -> bool | None:
         return _enabled(settings.get("mms", ""))
 
-    def build_verify(self, settings: Mapping[str, str]) -> httpx.Request:
-        return httpx.Request("GET", self._batches(settings), params={"page_size": "1"},
-                             headers=self._headers(settings))
+    def build_verify(self, settings: Mapping[str, str]) -> http.Request:
+        return http.request("GET", self._batches(settings), self._headers(settings),
+                            params={"page_size": "1"})
 
-    def parse_verify(self, response: httpx.Response) -> None:
+    def parse_verify(self, response: http.Response) -> None:
         if response.status_code == 200:
             return
         if response.status_code in (401, 403, 404):
@@ -239,14 +238,13 @@ class Sinch:
         raise _failure(response, "could not check the credentials")
 
     def build_lookup(self, message: Outgoing, settings: Mapping[str, str]
-                     ) -> httpx.Request | None:
+                     ) -> http.Request | None:
         # List Batches filters by client_reference (batches of the last 24 h by default).
-        return httpx.Request(
-            "GET", self._batches(settings),
-            params={"client_reference": message.message_id, "page_size": "1"},
-            headers=self._headers(settings))
+        return http.request(
+            "GET", self._batches(settings), self._headers(settings),
+            params={"client_reference": message.message_id, "page_size": "1"})
 
-    def parse_lookup(self, response: httpx.Response) -> Accepted | None:
+    def parse_lookup(self, response: http.Response) -> Accepted | None:
         if response.status_code != 200:
             raise _failure(response, "could not look the batch up")
         batches = _page.decode(response.content).batches

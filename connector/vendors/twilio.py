@@ -11,9 +11,8 @@ import base64
 import hmac
 from collections.abc import Mapping
 from typing import Final
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-import httpx
 import msgspec
 import structlog
 
@@ -127,7 +126,7 @@ def _port_variants(url: str) -> tuple[str, str]:
     return bare, with_port
 
 
-def _code(response: httpx.Response) -> str | None:
+def _code(response: http.Response) -> str | None:
     try:
         code = _error.decode(response.content).code
     except msgspec.DecodeError:
@@ -145,7 +144,7 @@ class Twilio:
     def base_url(self, settings: Mapping[str, str]) -> str:
         return settings.get("base-url", DEFAULT_BASE_URL).rstrip("/")
 
-    def build_send(self, message: Outgoing, settings: Mapping[str, str]) -> httpx.Request:
+    def build_send(self, message: Outgoing, settings: Mapping[str, str]) -> http.Request:
         sid = settings["account-sid"]
         form = {"To": message.to_e164, "Body": message.text,
                 "StatusCallback": message.callback_url}
@@ -163,7 +162,7 @@ class Twilio:
             {"Accept": "application/json", "Authorization": basic_auth(sid, settings["auth-token"])},
             form=form)
 
-    def parse_send(self, response: httpx.Response) -> Accepted:
+    def parse_send(self, response: http.Response) -> Accepted:
         if response.status_code in (200, 201):
             created = _created.decode(response.content)
             segments = int(created.num_segments) if created.num_segments else None
@@ -176,15 +175,13 @@ class Twilio:
         raise classify(response, vendor=self.name, vendor_code=_code(response),
                        detail=error.message or error.detail or "", codes=ERROR_CODES)
 
-    def build_verify(self, settings: Mapping[str, str]) -> httpx.Request:
+    def build_verify(self, settings: Mapping[str, str]) -> http.Request:
         sid = settings["account-sid"]
-        return httpx.Request(
+        return http.request(
             "GET", f"{self.base_url(settings)}/2010-04-01/Accounts/{sid}.json",
-            headers={"Accept": "application/json",
-                     "Authorization": basic_auth(sid, settings["auth-token"])},
-        )
+            {"Accept": "application/json", "Authorization": basic_auth(sid, settings["auth-token"])})
 
-    def parse_verify(self, response: httpx.Response) -> None:
+    def parse_verify(self, response: http.Response) -> None:
         if response.status_code == 200:
             return
         if response.status_code in (401, 403, 404):
@@ -200,30 +197,30 @@ class Twilio:
             return "twilio sends MMS to US and Canadian numbers only"
         return None
 
-    def build_mms(self, message: Outgoing, settings: Mapping[str, str]) -> httpx.Request:
+    def build_mms(self, message: Outgoing, settings: Mapping[str, str]) -> http.Request:
         """The SMS form plus one MediaUrl per item; Body may be empty with media. Twilio's
         Messages resource has no subject field, so the subject is not sent."""
         sms = self.build_send(message, settings)
         form = [(k, v) for k, v in parse_qsl(sms.content.decode(), keep_blank_values=True)
                 if k != "Body" or v]
         form += [("MediaUrl", item.url) for item in message.mms.media] if message.mms else []
-        return httpx.Request("POST", sms.url, headers={
-            "Accept": "application/json", "Authorization": sms.headers["authorization"],
-            "Content-Type": http.FORM}, content=urlencode(form).encode())
+        return http.request("POST", sms.url, {
+            "Accept": "application/json", "Authorization": sms.headers["authorization"]},
+            form=form)
 
-    def parse_mms(self, response: httpx.Response) -> Accepted:
+    def parse_mms(self, response: http.Response) -> Accepted:
         accepted = self.parse_send(response)
         return msgspec.structs.replace(accepted, segments=None)  # an MMS is one message
 
-    def mms_capability(self, settings: Mapping[str, str], response: httpx.Response
+    def mms_capability(self, settings: Mapping[str, str], response: http.Response
                        ) -> bool | None:
         return None  # MMS is a property of each number, not of the account Twilio shows
 
     def build_lookup(self, message: Outgoing, settings: Mapping[str, str]
-                     ) -> httpx.Request | None:
+                     ) -> http.Request | None:
         return None  # Twilio takes no client reference to look a message up by
 
-    def parse_lookup(self, response: httpx.Response) -> Accepted | None:
+    def parse_lookup(self, response: http.Response) -> Accepted | None:
         return None
 
     def verify(self, callback: Callback, settings: Mapping[str, str]) -> None:

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
-import httpx
 import msgspec
 import structlog
 
@@ -195,7 +194,7 @@ class Vonage:
         return {"Accept": "application/json",
                 "Authorization": basic_auth(settings["api-key"], settings["api-secret"])}
 
-    def build_send(self, message: Outgoing, settings: Mapping[str, str]) -> httpx.Request:
+    def build_send(self, message: Outgoing, settings: Mapping[str, str]) -> http.Request:
         _method(settings)  # a bad setting would make every receipt unverifiable: refuse now
         ucs2 = segments.analyse(message.text).encoding == "ucs2"
         form = {
@@ -210,7 +209,7 @@ class Vonage:
         return http.request("POST", f"{self.base_url(settings)}/sms/json", self._auth(settings),
                             form=form)
 
-    def parse_send(self, response: httpx.Response) -> Accepted:
+    def parse_send(self, response: http.Response) -> Accepted:
         if response.status_code != 200:
             raise classify(response, vendor=self.name, vendor_code=None, detail="",
                            codes=ERROR_CODES)
@@ -240,23 +239,23 @@ class Vonage:
             return "vonage sends MMS to US and Canadian numbers only"
         return None
 
-    def build_mms(self, message: Outgoing, settings: Mapping[str, str]) -> httpx.Request:
+    def build_mms(self, message: Outgoing, settings: Mapping[str, str]) -> http.Request:
         _method(settings)
         return messages.build_mms(message, self._auth(settings), settings)
 
-    def parse_mms(self, response: httpx.Response) -> Accepted:
+    def parse_mms(self, response: http.Response) -> Accepted:
         return messages.parse_mms(response)
 
-    def mms_capability(self, settings: Mapping[str, str], response: httpx.Response
+    def mms_capability(self, settings: Mapping[str, str], response: http.Response
                        ) -> bool | None:
         return None  # MMS depends on the sending number (10DLC, toll-free, short code)
 
-    def build_verify(self, settings: Mapping[str, str]) -> httpx.Request:
+    def build_verify(self, settings: Mapping[str, str]) -> http.Request:
         _method(settings)
-        return httpx.Request("GET", f"{self.base_url(settings)}/account/get-balance",
-                             headers=self._auth(settings))
+        return http.request("GET", f"{self.base_url(settings)}/account/get-balance",
+                            self._auth(settings))
 
-    def parse_verify(self, response: httpx.Response) -> None:
+    def parse_verify(self, response: http.Response) -> None:
         if response.status_code == 401:
             raise VendorAuthFailed("vonage: the API key and secret were not accepted",
                                    vendor_code="401")
@@ -270,10 +269,10 @@ class Vonage:
                        detail="could not check the credentials", codes=ERROR_CODES)
 
     def build_lookup(self, message: Outgoing, settings: Mapping[str, str]
-                     ) -> httpx.Request | None:
+                     ) -> http.Request | None:
         return None  # the SMS API has no search by client-ref (only the separate Reports API)
 
-    def parse_lookup(self, response: httpx.Response) -> Accepted | None:
+    def parse_lookup(self, response: http.Response) -> Accepted | None:
         return None
 
     def verify(self, callback: Callback, settings: Mapping[str, str]) -> None:

@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Final
 
-import httpx
 import jwt
 import msgspec
 import structlog
@@ -91,7 +90,7 @@ def base_url(settings: Mapping[str, str]) -> str:
 
 
 def build_mms(message: Outgoing, headers: Mapping[str, str],
-              settings: Mapping[str, str]) -> httpx.Request:
+              settings: Mapping[str, str]) -> http.Request:
     """One item: its own message type (image, vcard, audio, video, file) with the text as
     caption; several: a `content` message listing them (the text captions the first). The
     Messages API's MMS has no subject field."""
@@ -121,7 +120,7 @@ def _code(problem: _Problem) -> str | None:
     return fragment if fragment.isdigit() else None
 
 
-def parse_mms(response: httpx.Response) -> Accepted:
+def parse_mms(response: http.Response) -> Accepted:
     if response.status_code in (200, 202):
         try:
             return Accepted(vendor_message_id=_accepted.decode(response.content).message_uuid)
@@ -130,7 +129,7 @@ def parse_mms(response: httpx.Response) -> Accepted:
     raise failure(response)
 
 
-def failure(response: httpx.Response) -> VendorError:
+def failure(response: http.Response) -> VendorError:
     try:
         problem = _problem.decode(response.content)
     except msgspec.DecodeError:

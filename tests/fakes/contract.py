@@ -35,6 +35,8 @@ from openapi_schema_validator import (
     oas31_format_checker,
 )
 
+from connector import http
+
 SPECS = Path(__file__).with_name("specs")
 FORM = "application/x-www-form-urlencoded"
 _COMPOSITION = ("allOf", "anyOf", "oneOf", "not")
@@ -133,11 +135,11 @@ class Contract:
             errors += self._body(op, content_type, body)
         return errors
 
-    def check(self, request: httpx.Request) -> list[str]:
+    def check(self, request: http.Request) -> list[str]:
         """Errors of a request a connector builder made."""
-        body = request.read()
-        return self.request(request.method, request.url.path,
-                            parse_qsl(request.url.query.decode(), keep_blank_values=True),
+        body = request.content
+        return self.request(request.method, httpx.URL(request.url).path,
+                            parse_qsl(urlsplit(request.url).query, keep_blank_values=True),
                             request.headers.get("content-type") if body else None, body)
 
     def _parameters(self, op: dict[str, Any], path_params: dict[str, str],

@@ -15,13 +15,15 @@ import binascii
 import json
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from connector import http
 
 from .contract import FORM, Contract
 
@@ -94,7 +96,7 @@ def contract(vendor: str, name: str) -> Contract:
     return Contract(repair(doc) if repair else doc, formats=FORMATS.get(vendor))
 
 
-def _vonage_basic(headers: httpx.Headers) -> list[tuple[str, str]]:
+def _vonage_basic(headers: Mapping[str, str]) -> list[tuple[str, str]]:
     """Vonage documents api_key/api_secret parameters and, as the alternative the connector
     uses, the same pair as HTTP Basic auth (developer.vonage.com, Authentication: Basic):
     the 2021 SMS and Account documents know only the parameters, so Basic counts as them."""
@@ -108,7 +110,7 @@ def _vonage_basic(headers: httpx.Headers) -> list[tuple[str, str]]:
     return [("api_key", key), ("api_secret", secret)]
 
 
-IMPLIED: Final[dict[str, Callable[[httpx.Headers], list[tuple[str, str]]]]] = {
+IMPLIED: Final[dict[str, Callable[[Mapping[str, str]], list[tuple[str, str]]]]] = {
     "vonage": _vonage_basic,
 }
 
@@ -128,7 +130,7 @@ def _http_auth(doc: Contract, op: dict[str, Any]) -> frozenset[str]:
 
 
 def check_request(vendor: str, method: str, path: str, query: Sequence[tuple[str, str]],
-                  headers: httpx.Headers, body: bytes) -> list[str]:
+                  headers: Mapping[str, str], body: bytes) -> list[str]:
     """Errors of one request to `vendor` against the document that has its operation."""
     for name in DOCUMENTS[vendor]:
         doc = contract(vendor, name)
@@ -153,11 +155,11 @@ def check_request(vendor: str, method: str, path: str, query: Sequence[tuple[str
     return [f"{method} {path}: in none of {', '.join(DOCUMENTS[vendor])}"]
 
 
-def check_built(vendor: str, request: httpx.Request) -> list[str]:
+def check_built(vendor: str, request: http.Request) -> list[str]:
     """Errors of a request a connector builder made (empty: the vendor's document allows it)."""
-    return check_request(vendor, request.method, request.url.path,
-                         parse_qsl(request.url.query.decode(), keep_blank_values=True),
-                         request.headers, request.read())
+    return check_request(vendor, request.method, httpx.URL(request.url).path,
+                         parse_qsl(urlsplit(request.url).query, keep_blank_values=True),
+                         request.headers, request.content)
 
 
 def check_webhook(vendor: str, webhook: str, content_type: str | None, body: bytes,

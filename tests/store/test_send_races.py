@@ -16,10 +16,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import httpx
 import pytest
 
-from connector import sending
+from connector import http, sending
 from connector.errors import AmbiguousOutcome
 from connector.model import Status, StatusUpdate
 from connector.sending import Sender
@@ -27,6 +26,7 @@ from connector.settings import Settings
 from connector.store.base import NewMessage, Store, StoredResponse
 from connector.tokens import CallbackTokens
 from connector.vendors.infobip import Infobip
+from tests.answers import reply
 from tests.store.test_store import report_none
 
 INFOBIP = Infobip()
@@ -40,18 +40,18 @@ class HeldVendor:
     """Stands in for the HttpClient: every call waits until the test answers it."""
 
     def __init__(self) -> None:
-        self.calls: asyncio.Queue[tuple[httpx.Request, asyncio.Future[httpx.Response]]] = (
+        self.calls: asyncio.Queue[tuple[http.Request, asyncio.Future[http.Response]]] = (
             asyncio.Queue())
         self.methods: list[str] = []
 
-    async def send(self, request: httpx.Request, timeout: float, *,  # noqa: ASYNC109
-                   what: str) -> httpx.Response:
-        answer: asyncio.Future[httpx.Response] = asyncio.get_running_loop().create_future()
+    async def send(self, request: http.Request, timeout: float, *,  # noqa: ASYNC109
+                   what: str) -> http.Response:
+        answer: asyncio.Future[http.Response] = asyncio.get_running_loop().create_future()
         self.methods.append(request.method)
         await self.calls.put((request, answer))
         return await answer
 
-    async def next(self) -> tuple[httpx.Request, asyncio.Future[httpx.Response]]:
+    async def next(self) -> tuple[http.Request, asyncio.Future[http.Response]]:
         return await asyncio.wait_for(self.calls.get(), 10)
 
 
@@ -126,16 +126,16 @@ async def world(request: pytest.FixtureRequest, store: Store, tmp_path: Path,
     await asyncio.gather(*built.tasks, return_exceptions=True)
 
 
-def accepted(vendor_id: str) -> httpx.Response:
-    return httpx.Response(200, json={"messages": [{"messageId": vendor_id, "status": PENDING}]})
+def accepted(vendor_id: str) -> http.Response:
+    return reply(200, json={"messages": [{"messageId": vendor_id, "status": PENDING}]})
 
 
-def found(vendor_id: str) -> httpx.Response:
-    return httpx.Response(200, json={"results": [
+def found(vendor_id: str) -> http.Response:
+    return reply(200, json={"results": [
         {"messageId": vendor_id, "status": PENDING, "messageCount": 1}]})
 
 
-async def lost_answer(world: World) -> asyncio.Future[httpx.Response]:
+async def lost_answer(world: World) -> asyncio.Future[http.Response]:
     """The original's send times out unanswered; its reconciling look-up is held."""
     request, answer = await world.vendor.next()
     assert request.method == "POST"
@@ -178,7 +178,7 @@ async def test_a_stalled_original_cannot_replace_the_takers_answer(
         taken = await asyncio.wait_for(taker, 10)
         assert taken.status == 502  # ... or answers that the outcome is unknown
     # The original's look-up fails: it would store 502 (and free the id) over the answer.
-    lookup.set_result(httpx.Response(500, json={"requestError": {}}))
+    lookup.set_result(reply(500, json={"requestError": {}}))
     late = await asyncio.wait_for(original, 10)
     after = await asyncio.wait_for(world.start(world.repeat), 10)
     assert after == late == taken

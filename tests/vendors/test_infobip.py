@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from connector import http
 from connector.errors import (
     AmbiguousOutcome,
     VendorAuthFailed,
@@ -20,6 +21,7 @@ from connector.errors import (
 from connector.model import Outgoing, Status
 from connector.vendors import infobip
 from connector.vendors.base import Callback
+from tests.answers import reply
 
 PAYLOADS = Path(__file__).parent / "payloads" / "infobip"
 ADAPTER = infobip.Infobip()
@@ -35,8 +37,8 @@ def payload(name: str) -> Any:
     return json.loads((PAYLOADS / name).read_text())
 
 
-def answer(status: int, name: str, headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.Response(status, content=(PAYLOADS / name).read_bytes(), headers=headers)
+def answer(status: int, name: str, headers: dict[str, str] | None = None) -> http.Response:
+    return reply(status, content=(PAYLOADS / name).read_bytes(), headers=headers)
 
 
 def test_send_is_a_v3_json_post_with_app_auth_and_our_message_id() -> None:
@@ -45,7 +47,7 @@ def test_send_is_a_v3_json_post_with_app_auth_and_our_message_id() -> None:
     assert str(request.url) == f"{BASE}/sms/3/messages"
     assert request.headers["authorization"] == f"App {KEY}"
     assert request.headers["content-type"] == "application/json"
-    assert json.loads(request.read()) == {"messages": [{
+    assert json.loads(request.content) == {"messages": [{
         "sender": "MyBrand",
         "destinations": [{"to": "447911123456", "messageId": MID}],
         "content": {"text": "Hi there"},
@@ -62,7 +64,7 @@ def test_send_is_a_v3_json_post_with_app_auth_and_our_message_id() -> None:
 def test_sender_format(sender: str, sent: str) -> None:
     message = Outgoing(message_id=MID, sender=sender, to_e164="+447911123456", text="x",
                        callback_url="https://c.example/cb?m=t")
-    body = json.loads(ADAPTER.build_send(message, SETTINGS).read())
+    body = json.loads(ADAPTER.build_send(message, SETTINGS).content)
     assert body["messages"][0]["sender"] == sent
 
 
@@ -81,10 +83,10 @@ def test_accepted_answer_gives_id_and_parts() -> None:
         MID, 2, Status.ACCEPTED)
 
 
-def _inside_200(group: str, status_id: int, name: str) -> httpx.Response:
+def _inside_200(group: str, status_id: int, name: str) -> http.Response:
     body = payload("send_rejected_dnd.json")
     body["messages"][0]["status"].update(groupName=group, id=status_id, name=name)
-    return httpx.Response(200, json=body)
+    return reply(200, json=body)
 
 
 def test_duplicate_message_id_means_infobip_already_has_it() -> None:
@@ -139,7 +141,7 @@ def test_refusal_by_group_id_without_group_name() -> None:
     body = payload("send_rejected_dnd.json")
     del body["messages"][0]["status"]["groupName"]
     with pytest.raises(VendorRejected, match="REJECTED_DND"):
-        ADAPTER.parse_send(httpx.Response(200, json=body))
+        ADAPTER.parse_send(reply(200, json=body))
 
 
 @pytest.mark.parametrize(("response", "kind", "status", "code", "vendor_code"), [
@@ -155,7 +157,7 @@ def test_refusal_by_group_id_without_group_name() -> None:
                  "TOO_MANY_REQUESTS", id="legacy-429"),
     pytest.param(answer(500, "error_500.json"), VendorUnavailable, 502, "vendor_unavailable",
                  "E500", id="E500"),
-    pytest.param(httpx.Response(503, text="<html>down</html>"), VendorUnavailable, 502,
+    pytest.param(reply(503, text="<html>down</html>"), VendorUnavailable, 502,
                  "vendor_unavailable", None, id="503-html"),
     pytest.param(answer(400, "error_400.json"), VendorRejected, 422, "rejected", "E400",
                  id="E400"),
@@ -164,7 +166,7 @@ def test_refusal_by_group_id_without_group_name() -> None:
     pytest.param(answer(400, "legacy_400.json"), VendorRejected, 422, "rejected",
                  "BAD_REQUEST", id="legacy-400"),
 ])
-def test_http_errors_are_classified(response: httpx.Response, kind: type[VendorError],
+def test_http_errors_are_classified(response: http.Response, kind: type[VendorError],
                                     status: int, code: str, vendor_code: str | None) -> None:
     with pytest.raises(kind) as caught:
         ADAPTER.parse_send(response)
@@ -189,7 +191,7 @@ def test_violations_appear_in_the_message() -> None:
 @pytest.mark.parametrize("content", [b"<html>ok</html>", b'{"bulkId": "1", "messages": []}'])
 def test_unreadable_200_is_ambiguous_so_the_look_up_decides(content: bytes) -> None:
     with pytest.raises(AmbiguousOutcome):
-        ADAPTER.parse_send(httpx.Response(200, content=content))
+        ADAPTER.parse_send(reply(200, content=content))
 
 
 def test_errors_never_carry_the_api_key() -> None:
@@ -294,7 +296,7 @@ def test_verify_credentials_reads_the_balance() -> None:
     pytest.param(answer(429, "error_429.json"), VendorThrottled, id="429"),
     pytest.param(answer(500, "error_500.json"), VendorUnavailable, id="500"),
 ])
-def test_verify_credentials_failures(response: httpx.Response, kind: type[VendorError]) -> None:
+def test_verify_credentials_failures(response: http.Response, kind: type[VendorError]) -> None:
     with pytest.raises(kind) as caught:
         ADAPTER.parse_verify(response)
     if kind is VendorAuthFailed:
@@ -304,8 +306,8 @@ def test_verify_credentials_failures(response: httpx.Response, kind: type[Vendor
 def test_look_up_asks_the_logs_for_our_message_id() -> None:
     request = ADAPTER.build_lookup(MESSAGE, SETTINGS)
     assert request is not None
-    assert (request.method, request.url.path) == ("GET", "/sms/3/logs")
-    assert request.url.params["messageId"] == MID
+    assert (request.method, httpx.URL(request.url).path) == ("GET", "/sms/3/logs")
+    assert httpx.URL(request.url).params["messageId"] == MID
     assert request.headers["authorization"] == f"App {KEY}"
 
 
@@ -322,6 +324,6 @@ def test_look_up_answers() -> None:
     pytest.param(answer(403, "error_403.json"), VendorAuthFailed, id="403-no-logs-scope"),
     pytest.param(answer(500, "error_500.json"), VendorUnavailable, id="500"),
 ])
-def test_failed_look_up_raises(response: httpx.Response, kind: type[VendorError]) -> None:
+def test_failed_look_up_raises(response: http.Response, kind: type[VendorError]) -> None:
     with pytest.raises(kind):
         ADAPTER.parse_lookup(response)

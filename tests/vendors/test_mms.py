@@ -13,11 +13,13 @@ import httpx
 import jwt
 import pytest
 
+from connector import http
 from connector import mms as mms_rules
 from connector.errors import InvalidSignature, VendorAuthFailed, VendorRejected
 from connector.model import Media, Mms, Outgoing, Status
 from connector.vendors import VENDORS
 from connector.vendors.base import Callback, build_request, parse_answer
+from tests.answers import reply
 
 US, CA, GB, AU = "+12125550100", "+14165550100", "+447911123456", "+61491570156"
 JPG = Media(url="https://cdn.example/cat.jpg", content_type="image/jpeg")
@@ -39,23 +41,23 @@ def message(to: str = US, *media: Media, text: str = "Look", subject: str = "Hi"
                     mms=Mms(media=media or (JPG,), subject=subject))
 
 
-def form(request: httpx.Request) -> list[tuple[str, str]]:
-    return parse_qsl(request.read().decode(), keep_blank_values=True)
+def form(request: http.Request) -> list[tuple[str, str]]:
+    return parse_qsl(request.content.decode(), keep_blank_values=True)
 
 
-def body(request: httpx.Request) -> Any:
-    return json.loads(request.read())
+def body(request: http.Request) -> Any:
+    return json.loads(request.content)
 
 
-def twilio_rows(request: httpx.Request) -> None:
-    assert request.url.path == f"/2010-04-01/Accounts/{'AC' + '1' * 32}/Messages.json"
+def twilio_rows(request: http.Request) -> None:
+    assert httpx.URL(request.url).path == f"/2010-04-01/Accounts/{'AC' + '1' * 32}/Messages.json"
     fields = form(request)
     assert ("MediaUrl", JPG.url) in fields and ("MediaUrl", PNG.url) in fields
     assert ("Body", "Look") in fields and ("To", US) in fields
     assert not any(name == "Subject" for name, _ in fields)  # Twilio has no subject field
 
 
-def infobip_rows(request: httpx.Request) -> None:
+def infobip_rows(request: http.Request) -> None:
     assert str(request.url) == "https://xyz.api.infobip.com/mms/1/advanced"
     sent = body(request)["messages"][0]
     assert sent["destinations"] == [{"to": "12125550100", "messageId": "m1d"}]
@@ -66,14 +68,14 @@ def infobip_rows(request: httpx.Request) -> None:
         {"contentId": "mediab", "contentType": "image/png", "contentUrl": PNG.url}]
 
 
-def sinch_rows(request: httpx.Request) -> None:
+def sinch_rows(request: http.Request) -> None:
     sent = body(request)
-    assert request.url.path == "/xms/v1/plan/batches"
+    assert httpx.URL(request.url).path == "/xms/v1/plan/batches"
     assert sent["type"] == "mt_media" and sent["client_reference"] == "m1d"
     assert sent["body"] == {"url": JPG.url, "message": "Look", "subject": "Hi"}
 
 
-def vonage_rows(request: httpx.Request) -> None:
+def vonage_rows(request: http.Request) -> None:
     sent = body(request)
     assert str(request.url) == "https://api.nexmo.com/v1/messages"
     assert request.headers["authorization"].startswith("Basic ")
@@ -84,16 +86,16 @@ def vonage_rows(request: httpx.Request) -> None:
     assert sent["webhook_url"].endswith("?m=tok")
 
 
-def bird_rows(request: httpx.Request) -> None:
+def bird_rows(request: http.Request) -> None:
     sent = body(request)
-    assert request.url.path == "/workspaces/ws/channels/ch/messages"
+    assert httpx.URL(request.url).path == "/workspaces/ws/channels/ch/messages"
     assert sent["body"] == {"type": "image", "image": {
         "images": [{"mediaUrl": JPG.url}, {"mediaUrl": PNG.url}], "title": "Hi",
         "text": "Look"}}
     assert sent["reference"] == "m1d"
 
 
-BUILDS: dict[str, Callable[[httpx.Request], None]] = {
+BUILDS: dict[str, Callable[[http.Request], None]] = {
     "twilio": twilio_rows, "infobip": infobip_rows, "vonage": vonage_rows, "bird": bird_rows,
 }
 
@@ -128,7 +130,7 @@ def test_validity_per_vendor_mms_limits() -> None:
 def test_an_sms_still_goes_through_build_send() -> None:
     sms = Outgoing(message_id="m", sender="+12125550199", to_e164=US, text="t",
                    callback_url="https://c/cb")
-    assert build_request(VENDORS["vonage"], sms, SETTINGS["vonage"]).url.path == "/sms/json"
+    assert httpx.URL(build_request(VENDORS["vonage"], sms, SETTINGS["vonage"]).url).path == "/sms/json"
 
 
 REFUSALS = [
@@ -159,22 +161,22 @@ def test_where_each_vendor_takes_mms(name: str, to: str, media: tuple[Media, ...
 
 
 ACCEPTED = [
-    ("twilio", httpx.Response(201, json={"sid": "MM" + "a" * 32, "status": "queued",
+    ("twilio", reply(201, json={"sid": "MM" + "a" * 32, "status": "queued",
                                          "num_segments": "1"}), "MM" + "a" * 32),
-    ("infobip", httpx.Response(200, json={"bulkId": "b", "messages": [{
+    ("infobip", reply(200, json={"bulkId": "b", "messages": [{
         "to": "12125550100", "messageId": "m1d", "status": {
             "groupId": 1, "groupName": "PENDING", "id": 26, "name": "PENDING_ACCEPTED"}}]}),
      "m1d"),
-    ("sinch", httpx.Response(201, json={"id": "01FC66621XXXXX119Z8PMV1QPQ",
+    ("sinch", reply(201, json={"id": "01FC66621XXXXX119Z8PMV1QPQ",
                                         "type": "mt_media"}), "01FC66621XXXXX119Z8PMV1QPQ"),
-    ("vonage", httpx.Response(202, json={"message_uuid": "aaaaaaaa-bbbb-4ccc-8ddd-0123"}),
+    ("vonage", reply(202, json={"message_uuid": "aaaaaaaa-bbbb-4ccc-8ddd-0123"}),
      "aaaaaaaa-bbbb-4ccc-8ddd-0123"),
-    ("bird", httpx.Response(202, json={"id": "9f1e", "status": "accepted"}), "9f1e"),
+    ("bird", reply(202, json={"id": "9f1e", "status": "accepted"}), "9f1e"),
 ]
 
 
 @pytest.mark.parametrize(("name", "answer", "vendor_id"), ACCEPTED)
-def test_parse_mms_acceptance(name: str, answer: httpx.Response, vendor_id: str) -> None:
+def test_parse_mms_acceptance(name: str, answer: http.Response, vendor_id: str) -> None:
     accepted = parse_answer(VENDORS[name], message(), answer)
     assert accepted.vendor_message_id == vendor_id
     assert accepted.segments is None  # an MMS is one message: the send keeps segments 1
@@ -183,22 +185,22 @@ def test_parse_mms_acceptance(name: str, answer: httpx.Response, vendor_id: str)
 def test_vonage_mms_refusals_by_problem_type() -> None:
     vonage = VENDORS["vonage"]
     with pytest.raises(VendorRejected) as caught:
-        vonage.parse_mms(httpx.Response(422, json={
+        vonage.parse_mms(reply(422, json={
             "type": "https://developer.vonage.com/api-errors/messages#1430",
             "title": "Invalid recipient", "detail": "bad to", "instance": "x"}))
     assert caught.value.code == "invalid_recipient" and caught.value.vendor_code == "1430"
     with pytest.raises(VendorAuthFailed):
-        vonage.parse_mms(httpx.Response(401, json={"type": "x", "title": "no", "instance": "i"}))
+        vonage.parse_mms(reply(401, json={"type": "x", "title": "no", "instance": "i"}))
     with pytest.raises(VendorAuthFailed) as funds:
-        vonage.parse_mms(httpx.Response(402, json={"type": "x", "title": "Low balance",
+        vonage.parse_mms(reply(402, json={"type": "x", "title": "Low balance",
                                                    "instance": "i"}))
     assert funds.value.code == "insufficient_funds"
 
 
 def test_infobip_mms_lookup_reads_the_mms_logs() -> None:
     lookup = VENDORS["infobip"].build_lookup(message(), SETTINGS["infobip"])
-    assert lookup is not None and lookup.url.path == "/mms/1/logs"
-    assert lookup.url.params["messageId"] == "m1d"
+    assert lookup is not None and httpx.URL(lookup.url).path == "/mms/1/logs"
+    assert httpx.URL(lookup.url).params["messageId"] == "m1d"
 
 
 SECRET = "vonage-signature-secret-" + "s1g" * 6
@@ -252,11 +254,11 @@ def test_bird_channel_capabilities_say_whether_it_sends_mms() -> None:
         "mms": {"status": "active", "paused": False}}}}}}
     paused = {"id": "ch", "capabilities": {"messaging": {"outgoing": {
         "mms": {"status": "active", "paused": True}}}}}
-    assert bird.mms_capability({}, httpx.Response(200, json=capable)) is True
-    assert bird.mms_capability({}, httpx.Response(200, json=paused)) is False
-    assert bird.mms_capability({}, httpx.Response(200, json={"id": "ch"})) is False
-    assert VENDORS["twilio"].mms_capability({}, httpx.Response(200, json={})) is None
-    assert VENDORS["sinch"].mms_capability(SETTINGS["sinch"], httpx.Response(200)) is True
+    assert bird.mms_capability({}, reply(200, json=capable)) is True
+    assert bird.mms_capability({}, reply(200, json=paused)) is False
+    assert bird.mms_capability({}, reply(200, json={"id": "ch"})) is False
+    assert VENDORS["twilio"].mms_capability({}, reply(200, json={})) is None
+    assert VENDORS["sinch"].mms_capability(SETTINGS["sinch"], reply(200)) is True
 
 
 @pytest.mark.parametrize(("encoding", "fallback", "stored", "flag"), [
@@ -277,10 +279,10 @@ def test_every_vendor_builds_an_mms_on_its_hosts_carrying_our_reference(name: st
     adapter = VENDORS[name]
     outgoing = message(US, JPG)
     request = adapter.build_mms(outgoing, SETTINGS[name])
-    host = request.url.host
+    host = httpx.URL(request.url).host
     assert any(host == h or (h.startswith("*.") and host.endswith(h[1:]))
                for h in adapter.hosts), host
-    raw = request.read().decode()
+    raw = request.content.decode()
     sent = raw + "\n" + unquote_plus(raw)  # form bodies are percent-encoded, JSON not
     assert JPG.url in sent
     assert outgoing.message_id in sent or outgoing.callback_url in sent
@@ -291,10 +293,10 @@ def test_every_vendor_classifies_mms_answers_as_it_does_sms(name: str) -> None:
 
     adapter = VENDORS[name]
     with pytest.raises(VendorThrottled) as throttled:
-        adapter.parse_mms(httpx.Response(429, headers={"Retry-After": "7"}, json={}))
+        adapter.parse_mms(reply(429, headers={"Retry-After": "7"}, json={}))
     assert throttled.value.retry_after == 7.0
     with pytest.raises(VendorUnavailable):
-        adapter.parse_mms(httpx.Response(503, text="<html>down</html>"))
+        adapter.parse_mms(reply(503, text="<html>down</html>"))
 
 
 @pytest.mark.parametrize("name", ["infobip", "twilio"])

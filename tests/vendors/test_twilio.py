@@ -7,6 +7,7 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 
+from connector import http
 from connector.errors import (
     InvalidSignature,
     VendorAuthFailed,
@@ -18,6 +19,7 @@ from connector.errors import (
 from connector.model import Outgoing, Status
 from connector.vendors import twilio
 from connector.vendors.base import Callback
+from tests.answers import reply
 from tests.fakes.twilio_schema import validate_create_form
 
 ADAPTER = twilio.Twilio()
@@ -28,8 +30,8 @@ MESSAGE = Outgoing(message_id="m1", sender="MyBrand", to_e164="+447911123456", t
                    callback_url="https://connector.example/callbacks/twilio/status?m=tok")
 
 
-def _form(request: httpx.Request) -> dict[str, str]:
-    return dict(parse_qsl(request.read().decode()))
+def _form(request: http.Request) -> dict[str, str]:
+    return dict(parse_qsl(request.content.decode()))
 
 
 def test_send_request_is_form_post_with_basic_auth() -> None:
@@ -60,11 +62,11 @@ def test_base_url_setting_moves_the_host() -> None:
 ])
 def test_send_request_matches_twilio_openapi(settings: dict[str, str]) -> None:
     request = ADAPTER.build_send(MESSAGE, settings)
-    assert validate_create_form(parse_qsl(request.read().decode())) == []
+    assert validate_create_form(parse_qsl(request.content.decode())) == []
 
 
 def test_created_response_gives_sid_and_segments() -> None:
-    answer = httpx.Response(201, json={"sid": "SM" + "a" * 32, "status": "queued",
+    answer = reply(201, json={"sid": "SM" + "a" * 32, "status": "queued",
                                        "num_segments": "2", "from": "+15005550006"})
     accepted = ADAPTER.parse_send(answer)
     assert accepted.vendor_message_id == "SM" + "a" * 32
@@ -72,9 +74,9 @@ def test_created_response_gives_sid_and_segments() -> None:
     assert accepted.from_number == "+15005550006"
 
 
-def _error(status: int, code: int | None, headers: dict[str, str] | None = None) -> httpx.Response:
+def _error(status: int, code: int | None, headers: dict[str, str] | None = None) -> http.Response:
     body = {"code": code, "message": "boom", "status": status} if code else {"status": status}
-    return httpx.Response(status, json=body, headers=headers)
+    return reply(status, json=body, headers=headers)
 
 
 @pytest.mark.parametrize(("answer", "kind", "status", "code"), [
@@ -92,11 +94,11 @@ def _error(status: int, code: int | None, headers: dict[str, str] | None = None)
     pytest.param(_error(500, 20500), VendorUnavailable, 502, "vendor_unavailable", id="20500"),
     pytest.param(_error(503, None), VendorUnavailable, 502, "vendor_unavailable",
                  id="503-no-code"),
-    pytest.param(httpx.Response(502, text="<html>bad gateway</html>"), VendorUnavailable, 502,
+    pytest.param(reply(502, text="<html>bad gateway</html>"), VendorUnavailable, 502,
                  "vendor_unavailable", id="502-html"),
     pytest.param(_error(400, 99999), VendorRejected, 422, "rejected", id="unknown-4xx-code"),
 ])
-def test_error_answers_are_classified(answer: httpx.Response, kind: type[VendorError],
+def test_error_answers_are_classified(answer: http.Response, kind: type[VendorError],
                                       status: int, code: str) -> None:
     with pytest.raises(kind) as caught:
         ADAPTER.parse_send(answer)

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
-import httpx
 import msgspec
 import pytest
 
+from connector import http
 from connector.model import Outgoing
 from connector.vendors import bird, infobip, sinch, twilio, vonage
 from connector.vendors.base import Vendor
@@ -24,44 +24,44 @@ MESSAGE = Outgoing(message_id="c0ffee", sender="MyBrand", to_e164="+447911123456
 DAY = 86400
 
 
-def _build(vendor: str, validity: int | None) -> httpx.Request:
+def _build(vendor: str, validity: int | None) -> http.Request:
     adapter, _ = ADAPTERS[vendor]
     return adapter.build_send(msgspec.structs.replace(MESSAGE, validity=validity),
                               case_for(vendor).settings)
 
 
-def _form(request: httpx.Request) -> dict[str, str]:
-    return dict(parse_qsl(request.read().decode()))
+def _form(request: http.Request) -> dict[str, str]:
+    return dict(parse_qsl(request.content.decode()))
 
 
-def _json(request: httpx.Request) -> Any:
-    return json.loads(request.read())
+def _json(request: http.Request) -> Any:
+    return json.loads(request.content)
 
 
-def _twilio(request: httpx.Request) -> Any:
+def _twilio(request: http.Request) -> Any:
     return _form(request).get("ValidityPeriod")
 
 
-def _sinch(request: httpx.Request) -> Any:
+def _sinch(request: http.Request) -> Any:
     return _json(request).get("expire_at")
 
 
-def _infobip(request: httpx.Request) -> Any:
+def _infobip(request: http.Request) -> Any:
     (message,) = _json(request)["messages"]
     return message.get("options", {}).get("validityPeriod")
 
 
-def _vonage(request: httpx.Request) -> Any:
+def _vonage(request: http.Request) -> Any:
     return _form(request).get("ttl")
 
 
-def _bird(request: httpx.Request) -> Any:
+def _bird(request: http.Request) -> Any:
     body = _json(request)
     assert set(body) == {"receiver", "body", "reference"}  # nothing invented for validity
     return None
 
 
-ADAPTERS: dict[str, tuple[Vendor, Callable[[httpx.Request], Any]]] = {
+ADAPTERS: dict[str, tuple[Vendor, Callable[[http.Request], Any]]] = {
     "twilio": (twilio.Twilio(), _twilio),
     "sinch": (sinch.Sinch(clock=lambda: NOW + 0.75), _sinch),
     "infobip": (infobip.Infobip(), _infobip),
@@ -107,10 +107,10 @@ def test_validity_maps_to_the_vendor_field(vendor: str, validity: int | None, se
 @pytest.mark.parametrize("validity", [1, 600, 36000, 99999])
 def test_twilio_validity_passes_twilio_openapi(validity: int) -> None:
     request = _build("twilio", validity)
-    assert validate_create_form(parse_qsl(request.read().decode())) == []
+    assert validate_create_form(parse_qsl(request.content.decode())) == []
 
 
 @pytest.mark.parametrize("validity", [1, 600, 10 * DAY])
 def test_infobip_validity_passes_the_request_schema(validity: int) -> None:
     request = _build("infobip", validity)
-    assert FakeInfobip._validate("application/json", request.read()) == []
+    assert FakeInfobip._validate("application/json", request.content) == []

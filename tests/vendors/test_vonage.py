@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl, urlencode
 import httpx
 import pytest
 
+from connector import http
 from connector.errors import (
     AmbiguousOutcome,
     BadRequest,
@@ -22,6 +23,7 @@ from connector.errors import (
 from connector.model import Outgoing, Status
 from connector.vendors import vonage
 from connector.vendors.base import Callback
+from tests.answers import reply
 
 PAYLOADS = Path(__file__).parent / "payloads" / "vonage"
 NOW = 1_780_000_000.0
@@ -34,17 +36,17 @@ MESSAGE = Outgoing(message_id=MID, sender="MyBrand", to_e164="+447911123456", te
                    callback_url=URL)
 
 
-def answer(name: str, status: int = 200, headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.Response(status, content=(PAYLOADS / name).read_bytes(), headers=headers)
+def answer(name: str, status: int = 200, headers: dict[str, str] | None = None) -> http.Response:
+    return reply(status, content=(PAYLOADS / name).read_bytes(), headers=headers)
 
 
-def refusal(code: str, text: str = "refused") -> httpx.Response:
-    return httpx.Response(200, json={"message-count": "1",
+def refusal(code: str, text: str = "refused") -> http.Response:
+    return reply(200, json={"message-count": "1",
                                      "messages": [{"status": code, "error-text": text}]})
 
 
-def _form(request: httpx.Request) -> dict[str, str]:
-    return dict(parse_qsl(request.read().decode()))
+def _form(request: http.Request) -> dict[str, str]:
+    return dict(parse_qsl(request.content.decode()))
 
 
 def test_send_is_a_form_post_with_basic_auth_bare_digits_and_our_reference() -> None:
@@ -56,7 +58,7 @@ def test_send_is_a_form_post_with_basic_auth_bare_digits_and_our_reference() -> 
         "from": "MyBrand", "to": "447911123456", "text": "Hi there", "type": "text",
         "callback": URL, "status-report-req": "true", "client-ref": MID,
     }
-    assert SECRET not in request.read().decode() + str(request.url)
+    assert SECRET not in request.content.decode() + str(request.url)
 
 
 @pytest.mark.parametrize(("sender", "sent"), [
@@ -153,14 +155,14 @@ def test_every_send_status_code_is_classified(vendor_code: str, kind: type[Vendo
     pytest.param(refusal("99"), VendorRejected, 422, "rejected", id="unlisted-code"),
     pytest.param(answer("send_second_part_failed.json"), VendorUnavailable, 502,
                  "vendor_unavailable", id="second-part-5"),
-    pytest.param(httpx.Response(401, text="Unauthorized"), VendorAuthFailed, 401,
+    pytest.param(reply(401, text="Unauthorized"), VendorAuthFailed, 401,
                  "vendor_auth_failed", id="http-401"),
-    pytest.param(httpx.Response(429, headers={"Retry-After": "4"}), VendorThrottled, 429,
+    pytest.param(reply(429, headers={"Retry-After": "4"}), VendorThrottled, 429,
                  "throttled", id="http-429"),
-    pytest.param(httpx.Response(503, text="<html>down</html>"), VendorUnavailable, 502,
+    pytest.param(reply(503, text="<html>down</html>"), VendorUnavailable, 502,
                  "vendor_unavailable", id="http-503"),
 ])
-def test_documented_refusals(response: httpx.Response, kind: type[VendorError], status: int,
+def test_documented_refusals(response: http.Response, kind: type[VendorError], status: int,
                              code: str) -> None:
     with pytest.raises(kind) as caught:
         ADAPTER.parse_send(response)
@@ -173,7 +175,7 @@ def test_documented_refusals(response: httpx.Response, kind: type[VendorError], 
                  id="wait-under-a-second"),
     pytest.param(refusal("1", "Throttled"), 1.0, id="no-wait"),
 ])
-def test_throttle_carries_retry_after_from_the_wait(response: httpx.Response,
+def test_throttle_carries_retry_after_from_the_wait(response: http.Response,
                                                     seconds: float) -> None:
     with pytest.raises(VendorThrottled) as caught:
         ADAPTER.parse_send(response)
@@ -182,7 +184,7 @@ def test_throttle_carries_retry_after_from_the_wait(response: httpx.Response,
 
 def test_unreadable_200_is_ambiguous() -> None:
     with pytest.raises(AmbiguousOutcome):
-        ADAPTER.parse_send(httpx.Response(200, text="<html>gateway</html>"))
+        ADAPTER.parse_send(reply(200, text="<html>gateway</html>"))
 
 
 def test_refusal_carries_vendor_text_but_no_secret() -> None:
@@ -201,10 +203,10 @@ def test_verify_credentials_asks_for_the_balance_with_basic_auth() -> None:
 
 @pytest.mark.parametrize(("response", "kind"), [
     pytest.param(answer("balance_401.json", 401), VendorAuthFailed, id="401"),
-    pytest.param(httpx.Response(500, text="oops"), VendorUnavailable, id="500"),
-    pytest.param(httpx.Response(200, text="<html/>"), VendorUnavailable, id="200-no-value"),
+    pytest.param(reply(500, text="oops"), VendorUnavailable, id="500"),
+    pytest.param(reply(200, text="<html/>"), VendorUnavailable, id="200-no-value"),
 ])
-def test_verify_credentials_refusals(response: httpx.Response, kind: type[VendorError]) -> None:
+def test_verify_credentials_refusals(response: http.Response, kind: type[VendorError]) -> None:
     with pytest.raises(kind) as caught:
         ADAPTER.parse_verify(response)
     if kind is VendorAuthFailed:

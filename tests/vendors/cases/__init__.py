@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import httpx
-
+from connector import http
 from connector.vendors.base import Callback
 
 
@@ -40,9 +39,9 @@ class Case:
     settings: Mapping[str, str]
     secrets: tuple[str, ...]
     number: str
-    accepted: httpx.Response
+    accepted: http.Response
     vendor_id: str
-    rejected: tuple[httpx.Response, str]
+    rejected: tuple[http.Response, str]
     callback: Callable[[str], Callback]
     signed: bool = True
     signs_url: bool = True  # False: the signature covers the body only (Sinch, Vonage)

@@ -6,10 +6,9 @@ import json
 import time
 from pathlib import Path
 
-import httpx
-
 from connector.vendors.base import Callback
 from connector.vendors.bird import signature
+from tests.answers import reply
 from tests.vendors.cases import Case, Failure
 
 KEY = "bird-contract-access-key-5e1f"
@@ -45,10 +44,10 @@ CASE = Case(
     # The adapter sends "+447911123456" (test_bird asserts it); the suite unquote_plus()es the
     # JSON body, which turns that "+" into a space, so only the digits can be matched here.
     number="447911123456",
-    accepted=httpx.Response(202, json={"id": VENDOR_ID, "status": "accepted",
+    accepted=reply(202, json={"id": VENDOR_ID, "status": "accepted",
                                        "reference": "c0ffee"}),
     vendor_id=VENDOR_ID,
-    rejected=(httpx.Response(422, json={
+    rejected=(reply(422, json={
         "code": "InvalidPayload", "message": "The request did not pass validation",
         "details": {"receiver.contacts[0].identifierValue": ["is not a valid phone number"]}}),
         "InvalidPayload"),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import httpx
-
+from connector import http
 from connector.vendors.base import Callback
+from tests.answers import reply
 from tests.vendors.cases import Case, Failure
 
 KEY = "infobip-contract-key-5d1e"
@@ -36,8 +36,8 @@ def from_file(name: str) -> Callback:
                     body=(PAYLOADS / name).read_bytes(), params=[])
 
 
-def _answer(group_id: int, group: str, status_id: int, name: str) -> httpx.Response:
-    return httpx.Response(200, json={"bulkId": "2034072219640523072", "messages": [{
+def _answer(group_id: int, group: str, status_id: int, name: str) -> http.Response:
+    return reply(200, json={"bulkId": "2034072219640523072", "messages": [{
         "messageId": MESSAGE_ID, "destination": "447911123456",
         "status": {"groupId": group_id, "groupName": group, "id": status_id, "name": name},
         "details": {"messageCount": 1}}]})

@@ -6,10 +6,9 @@ import json
 import time
 from pathlib import Path
 
-import httpx
-
 from connector.vendors.base import Callback
 from connector.vendors.sinch import signature
+from tests.answers import reply
 from tests.vendors.cases import Case, Failure
 
 PAYLOADS = Path(__file__).parent.parent / "payloads" / "sinch"
@@ -44,9 +43,9 @@ CASE = Case(
     # The adapter sends "+447911123456" (test_sinch asserts it); the suite unquote_plus()es
     # the JSON body, which turns that "+" into a space, so only the digits can be matched here.
     number="447911123456",
-    accepted=httpx.Response(201, content=(PAYLOADS / "batch_created.json").read_bytes()),
+    accepted=reply(201, content=(PAYLOADS / "batch_created.json").read_bytes()),
     vendor_id=BATCH,
-    rejected=(httpx.Response(400, content=(
+    rejected=(reply(400, content=(
         PAYLOADS / "error_invalid_parameter_format.json").read_bytes()),
         "syntax_invalid_parameter_format"),
     callback=callback,

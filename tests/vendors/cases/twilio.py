@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import httpx
-
 from connector.vendors.base import Callback
 from connector.vendors.twilio import signature
+from tests.answers import reply
 from tests.vendors.cases import Case, Failure
 
 TOKEN = "twilio-contract-token-7f3a"
@@ -26,10 +25,10 @@ CASE = Case(
     settings=SETTINGS,
     secrets=(TOKEN,),
     number="+447911123456",
-    accepted=httpx.Response(201, json={"sid": "SM" + "b" * 32, "status": "queued",
+    accepted=reply(201, json={"sid": "SM" + "b" * 32, "status": "queued",
                                        "num_segments": "1"}),
     vendor_id="SM" + "b" * 32,
-    rejected=(httpx.Response(400, json={"code": 21211, "message": "Invalid 'To'",
+    rejected=(reply(400, json={"code": 21211, "message": "Invalid 'To'",
                                         "status": 400}), "21211"),
     callback=callback,
     failures=(

@@ -6,10 +6,10 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
-import httpx
-
+from connector import http
 from connector.vendors.base import Callback
 from connector.vendors.vonage import signature
+from tests.answers import reply
 from tests.vendors.cases import Case, Failure
 
 SECRET = "vonage-contract-secret-4b8e"
@@ -41,8 +41,8 @@ def signed(receipt: dict[str, str]) -> Callback:
                     body=urlencode(fields).encode(), params=list(fields.items()))
 
 
-def _answer(part: dict[str, str]) -> httpx.Response:
-    return httpx.Response(200, json={"message-count": "1", "messages": [part]})
+def _answer(part: dict[str, str]) -> http.Response:
+    return reply(200, json={"message-count": "1", "messages": [part]})
 
 
 CASE = Case(
