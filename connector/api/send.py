@@ -148,11 +148,11 @@ async def send(request: Request, extension: Extension | None = None) -> Response
     structlog.contextvars.bind_contextvars(request_id=request_id)
     vendor, config = vendor_settings(request, settings.default_vendor)
     structlog.contextvars.bind_contextvars(vendor=vendor.name)
-    to_e164, number = msisdn.recipient(body.recipient)
+    to_e164, number, region = msisdn.destination(body.recipient)
     sender = msisdn.parse_sender(body.sender)
     pooled = services.pools.pick(sender, number, vendor.name, config)  # a pool's number, or None
     sender = pooled or sender
-    services.rules.check(number, sender)
+    services.rules.check(number, sender, region)
     callback_url = body.callback_url or body.webhook_url or ""
     await services.guard.check(callback_url, "callback_url", settings.callback_hosts or None)
     content = (await extension.content(services, vendor, config, to_e164, own, body)
