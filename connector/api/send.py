@@ -162,6 +162,7 @@ async def send(request: Request, extension: Extension | None = None) -> Response
         await services.guard.check(base_url, "Chan-Base-Url",
                                    vendor.hosts + settings.vendor_hosts)
     info = segments.analyse(content.text)
+    tenant = services.sender.tenants.of(vendor.name, config)  # once: an HMAC of the secret
     message_id = new_message_id()
     structlog.contextvars.bind_contextvars(message_id=message_id)
     message = NewMessage(
@@ -175,9 +176,9 @@ async def send(request: Request, extension: Extension | None = None) -> Response
         mms=content.mms, fallback=content.fallback,
         # Dedupe within the caller's tenant: a request_id reused with another account or a
         # wrong secret never meets this account's claim.
-        claim_key=services.sender.tenants.of(vendor.name, config).claim_key(request_id),
+        claim_key=tenant.claim_key(request_id),
     )
-    answer = await services.sender.send(vendor, config, message, content.text)
+    answer = await services.sender.send(vendor, config, message, content.text, tenant)
     if answer.status == 200:  # credentials that worked: inbound webhooks are verified with them
         await services.accounts.remember(vendor.name, config, message.sealed_settings)
     if settings.keep_message_text:
