@@ -15,7 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.responses import Response
 
+from connector.api.send import Answer
 from connector.app import Front, create_app
 from connector.services import Services
 from connector.settings import Settings
@@ -220,3 +222,32 @@ async def test_a_client_gone_mid_body_sends_nothing(started: Started) -> None:
                                                disconnect=True)
     assert status == 500  # as Starlette's Request.stream() left it: nobody reads it
     assert running.vendor.requests == []
+
+
+@pytest.mark.parametrize(("answer", "expected"), [
+    pytest.param(Answer(204, b"", {}), [(b"content-type", b"application/json")], id="204"),
+    pytest.param(Answer(200, b"<Response/>", {"Content-Type": "text/xml"}),
+                 [(b"content-type", b"text/xml"), (b"content-length", b"11")], id="own-type"),
+    pytest.param(Answer(429, b"{}", {"Retry-After": "2"}),
+                 [(b"retry-after", b"2"), (b"content-length", b"2"),
+                  (b"content-type", b"application/json")], id="json-with-header"),
+])
+async def test_a_raw_endpoint_answers_as_a_response_would(started: Started, answer: Answer,
+                                                           expected: list[Any]) -> None:
+    """Front writes a raw endpoint's answer with the headers Starlette's Response gives it."""
+    async def endpoint(_scope: Any, _receive: Any, _services: Any) -> Answer:
+        return answer
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async with started() as running:
+        status = await running.app._answer_raw(endpoint, {}, send, send)
+        response = Response(answer.body, status_code=answer.status, headers=answer.headers,
+                            media_type="application/json")
+    assert status == answer.status
+    assert sent[0]["headers"] == expected
+    assert sorted(sent[0]["headers"]) == sorted(response.raw_headers)
+    assert sent[1]["body"] == answer.body
