@@ -128,6 +128,29 @@ def test_region_and_validity_agree_with_phonenumbers() -> None:
     assert 0 < valid < len(numbers)  # both outcomes were compared
 
 
+def test_parse_international_agrees_with_phonenumbers() -> None:
+    texts = [f"+{number.country_code}{number.national_number}" for number in _numbers()]
+    chance = random.Random(7)
+    texts += ["+" + chance.choice("123456789") + "".join(chance.choices("0123456789",
+                                                                          k=chance.randint(6, 14)))
+              for _ in range(10_000)]
+    texts += ["+44" + "0" * zeros + "7911123456"[:9 - zeros] for zeros in range(1, 5)]
+    texts += ["+39" + "0" * zeros + "6123456"[:7 - zeros] for zeros in range(1, 7)]
+    texts += ["+44180020123456", "+14155552671", "+11234567", "+999123456", "+80012345678"]
+    failures = 0
+    for text in texts:
+        try:
+            expected = phonenumbers.parse(text)
+        except phonenumbers.NumberParseException as exc:
+            with pytest.raises(phonenumbers.NumberParseException) as caught:
+                msisdn.parse_international(text[1:])
+            assert caught.value.error_type == exc.error_type, text
+            failures += 1
+            continue
+        assert msisdn.parse_international(text[1:]) == expected, text
+    assert 0 < failures < len(texts)
+
+
 def test_region_and_validity_of_an_unknown_calling_code() -> None:
     unknown = phonenumbers.PhoneNumber(country_code=999, national_number=1234567)
     assert msisdn.region_and_validity(unknown) == (None, False)
