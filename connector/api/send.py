@@ -184,7 +184,7 @@ class Answer(NamedTuple):
     """What a send answers, before any framework wraps it."""
 
     status: int
-    body: bytes  # JSON
+    body: bytes  # JSON, unless `headers` name another Content-Type
     headers: Mapping[str, str]
 
 
