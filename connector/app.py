@@ -7,7 +7,7 @@ import contextlib
 import gc
 import hmac
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
 import msgspec
@@ -20,7 +20,9 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from connector import metrics
-from connector.api import callbacks, deadletters, health, inbound, mms, operator, send, verify
+from connector.api import callbacks, deadletters, health, inbound, mms, operator, verify
+from connector.api import send as send_api  # `send` is the ASGI callable's name here
+from connector.api.send import Answer
 from connector.errors import ConnectorError, PlatformKeyRefused
 from connector.services import Services
 from connector.settings import Settings
@@ -63,6 +65,11 @@ _CALLBACK_ROUTE: Final = "/callbacks/{vendor}/status"
 _PLATFORM_PREFIXES: Final = ("/sms/", "/mms/")
 _PLATFORM_ROUTES: Final = frozenset({_SEND_PATH, "/sms/verify"})
 _PLATFORM_HEADER: Final = b"chan-connector-key"
+# Hot endpoints in the bare form: (scope, receive, services) -> Answer, which Front writes
+# itself (see Front._answer_raw); the others take a Request and return a Response.
+RawEndpoint = Callable[[Scope, Receive, Services], Awaitable[Answer]]
+_RAW_ENDPOINTS: Final[frozenset[RawEndpoint]] = frozenset({send_api.send_asgi})
+_JSON: Final = (b"content-type", b"application/json")
 
 
 async def _refuse_platform(request: Request) -> Response:
@@ -119,7 +126,9 @@ class Front:
             await send(message)
 
         try:
-            if endpoint is None:
+            if endpoint in _RAW_ENDPOINTS:
+                status = await self._answer_raw(endpoint, scope, receive, send)
+            elif endpoint is None:
                 await self.app(scope, receive, capture)
                 found = scope.get("route")
                 route = getattr(found, "path", "unmatched")
@@ -137,10 +146,34 @@ class Front:
             log.info("request", method=method, path=path, status=status,
                      ms=round((time.perf_counter() - started) * 1000, 2))
 
+    async def _answer_raw(self, endpoint: RawEndpoint, scope: Scope, receive: Receive,
+                          send: Send) -> int:
+        """A hot endpoint without Starlette's Request and Response (#11): it reads the body
+        from `receive`; its answer is written as the two ASGI messages a Response would write
+        (JSON unless it names its own Content-Type), errors mapped as the app's handlers map
+        them. Returns the status sent."""
+        try:
+            status, body, headers = await endpoint(scope, receive, self.state.services)
+        except ConnectorError as exc:
+            structlog.contextvars.bind_contextvars(error=exc.code)
+            status, body, headers = exc.status, exc.body(), exc.headers()
+        except Exception:
+            log.exception("unhandled_error")
+            status, body, headers = 500, _INTERNAL.body(), {}
+        raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                       for k, v in headers.items()]
+        if not (status < 200 or status in (204, 304)):  # as Starlette's Response
+            raw_headers.append((b"content-length", str(len(body)).encode()))
+        if not headers or all(name != b"content-type" for name, _ in raw_headers):
+            raw_headers.append(_JSON)
+        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": body})
+        return status
+
     @staticmethod
     def _hot(scope: Scope, path: str, method: str) -> tuple[Any, str]:
         if path == _SEND_PATH and method == "POST":
-            return send.send, _SEND_PATH
+            return send_api.send_asgi, _SEND_PATH
         if path.startswith("/callbacks/") and method in ("POST", "GET"):
             parts = path.split("/")
             if len(parts) == 4 and parts[3] == "status" and parts[2]:
@@ -169,7 +202,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Front:
             await services.close()
 
     routes = [
-        Route("/sms/send", send.send, methods=["POST"]),
+        Route("/sms/send", send_api.send, methods=["POST"]),
         Route("/sms/verify", verify.verify, methods=["GET", "POST"]),
         Route("/mms/send", mms.send, methods=["POST"]),
         Route("/mms/verify", mms.verify, methods=["GET", "POST"]),

@@ -20,6 +20,7 @@ _DNS_TTL: Final = 60.0
 # Parsers disagree on these (urlsplit drops tabs, httpx refuses them, browsers read \ as /).
 _UNSAFE: Final = re.compile(r"[\x00-\x20\x7f\\]")
 _DNS_CACHE_SIZE: Final = 4096
+_URL_CACHE_SIZE: Final = 4096  # URLs whose form passed; then it starts over
 # IPv6 forms that carry an IPv4 address a gateway will reach: judged by that address.
 _NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
 _NAT64_LOCAL: Final = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: site-local only
@@ -83,6 +84,10 @@ class AddressGuard:
         self._ttl = ttl
         # host -> (expiry, its addresses, all public)
         self._cache: dict[str, tuple[float, tuple[str, ...], bool]] = {}
+        # (URL, allow-list) -> its host: the URL's form passed (a pure function of these two
+        # and allow_http). Every send checks its callback URL and often its base URL, nearly
+        # always ones seen before (#11: some 30 Python calls a send).
+        self._formed: dict[tuple[str, tuple[str, ...] | None], str] = {}
 
     async def check(self, url: str, what: str, hosts: Iterable[str] | None) -> str:
         """Return the URL's host when calling it is allowed, else raise UrlRefused
@@ -90,6 +95,27 @@ class AddressGuard:
 
         `hosts` is the allow-list to apply (None: any host).
         """
+        key = (url, hosts) if hosts is None or isinstance(hosts, tuple) else None
+        host = self._formed.get(key) if key is not None else None
+        if host is None:
+            host = self._check_form(url, what, hosts)
+            if key is not None:
+                if len(self._formed) >= _URL_CACHE_SIZE:
+                    self._formed.clear()
+                self._formed[key] = host
+        if not self.allow_private:
+            try:
+                await self.addresses(host)
+            except UrlRefused:
+                raise UrlRefused(f"{what} host {host} resolves to a private or loopback "
+                                 "address") from None
+            except DnsUnavailable:
+                raise DnsUnavailable(f"{what} host {host} cannot be resolved right now; "
+                                     "retry later") from None
+        return host
+
+    def _check_form(self, url: str, what: str, hosts: Iterable[str] | None) -> str:
+        """The URL's host when its form may be called (scheme, no credentials, allow-list)."""
         if _UNSAFE.search(url):
             raise UrlRefused(f"{what} must not contain spaces, control characters or '\\'")
         try:
@@ -107,15 +133,6 @@ class AddressGuard:
             raise UrlRefused(f"{what} must use https")
         if hosts is not None and not host_allowed(host, hosts):
             raise UrlRefused(f"{what} host {host} is not on the allow-list")
-        if not self.allow_private:
-            try:
-                await self.addresses(host)
-            except UrlRefused:
-                raise UrlRefused(f"{what} host {host} resolves to a private or loopback "
-                                 "address") from None
-            except DnsUnavailable:
-                raise DnsUnavailable(f"{what} host {host} cannot be resolved right now; "
-                                     "retry later") from None
         return host
 
     async def addresses(self, host: str) -> tuple[str, ...]:

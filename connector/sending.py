@@ -84,20 +84,23 @@ class Sender:
                         validity=self.settings.validity, mms=message.mms)
 
     async def send(self, vendor: Vendor, config: Mapping[str, str], message: NewMessage,
-                   text: str) -> StoredResponse:
+                   text: str, tenant: Tenant | None = None) -> StoredResponse:
+        """`tenant`: `self.tenants.of(vendor.name, config)` when the caller has it already
+        (it keyed the claim); computed here otherwise."""
         now = time.time()
         claim = await self.store.claim(message, now)
         if claim.claimed:
-            return await self._forward(vendor, config, message, text)
+            return await self._forward(vendor, config, message, text, tenant=tenant)
         log.info("dedupe_hit", original=claim.message_id, known=claim.response is not None)
         metrics.DEDUPE.labels("stored" if claim.response is not None else "waited").inc()
         return await self._await_original(claim, vendor, config, message, text)
 
     async def _forward(self, vendor: Vendor, config: Mapping[str, str], message: NewMessage,
-                       text: str, owner: str | None = None) -> StoredResponse:
+                       text: str, owner: str | None = None,
+                       tenant: Tenant | None = None) -> StoredResponse:
         done = self._done.setdefault(message.id, asyncio.Event())
         try:
-            outcome = await self._call(vendor, config, message, text)
+            outcome = await self._call(vendor, config, message, text, tenant)
             if await self.store.record_outcome(message.id, outcome, time.time(), self.report,
                                                owner):
                 return outcome.response
@@ -113,7 +116,7 @@ class Sender:
         return await self._await_original(current, vendor, config, message, text)
 
     async def _call(self, vendor: Vendor, config: Mapping[str, str], message: NewMessage,
-                    text: str) -> SendOutcome:
+                    text: str, tenant: Tenant | None = None) -> SendOutcome:
         outgoing = self._outgoing(vendor, message, text)
         try:
             request = build_request(vendor, outgoing, config)
@@ -122,7 +125,7 @@ class Sender:
                 response=StoredResponse(status=exc.status, body=exc.body()),
                 status=Status.REJECTED, error_code=exc.code, error_message=exc.message,
                 release=exc.retryable)
-        tenant = self.tenants.of(vendor.name, config)
+        tenant = tenant or self.tenants.of(vendor.name, config)
         if self.settings.suppress_opt_outs:
             suppressed = await self._suppressed(tenant, message)
             if suppressed is not None:

@@ -176,3 +176,34 @@ async def test_private_networks_allowed_still_connect_by_name() -> None:
         finally:
             await http.close()
     assert answer.status_code == 204 and accepted == [1]
+
+
+async def test_a_url_checked_before_still_has_its_host_resolved_and_judged() -> None:
+    """The URL's form is remembered; whether its host may be reached is looked at each time
+    (within the address cache's lifetime)."""
+    dns = FakeDns(["8.8.4.4"], ["127.0.0.1"])
+    guard = AddressGuard(allow_private=False, allow_http=False, resolve=dns, ttl=0.0)
+    assert await guard.check("https://hooks.example.com/r", "callback_url", None) == \
+        "hooks.example.com"
+    with pytest.raises(UrlRefused) as refused:
+        await guard.check("https://hooks.example.com/r", "callback_url", None)
+    assert "private or loopback" in refused.value.message
+    assert dns.asked == ["hooks.example.com"] * 2
+
+
+async def test_a_remembered_url_is_judged_again_under_another_allow_list() -> None:
+    guard = AddressGuard(allow_private=True, allow_http=False)
+    url = "https://api.example.com/v1"
+    assert await guard.check(url, "Chan-Base-Url", ("api.example.com",)) == "api.example.com"
+    assert await guard.check(url, "Chan-Base-Url", ("api.example.com",)) == "api.example.com"
+    with pytest.raises(UrlRefused, match="allow-list"):
+        await guard.check(url, "Chan-Base-Url", ("other.example.com",))
+    with pytest.raises(UrlRefused, match="allow-list"):
+        await guard.check(url, "Chan-Base-Url", ["other.example.com"])  # not a tuple: no cache
+
+
+async def test_a_refused_url_stays_refused() -> None:
+    guard = AddressGuard(allow_private=True, allow_http=False)
+    for _ in range(2):
+        with pytest.raises(UrlRefused, match="https"):
+            await guard.check("http://hooks.example.com/r", "callback_url", None)

@@ -52,3 +52,13 @@ def test_allowed(env: dict[str, str], to: str, sender: str, region: str) -> None
 def test_bad_region_setting_names_the_variable() -> None:
     with pytest.raises(SettingsError, match="CONNECTOR_ALLOWED_REGIONS"):
         Settings.from_env({"CONNECTOR_ALLOWED_REGIONS": "Britain"})
+
+
+def test_a_region_the_caller_found_is_used_as_given() -> None:
+    """The send passes the region msisdn.destination found instead of matching again."""
+    allowed = rules(CONNECTOR_ALLOWED_REGIONS="GB")
+    number = phonenumbers.parse("+442071838750")
+    assert allowed.check(number, "Brand") == "GB"
+    with pytest.raises(RefusedMessage) as caught:
+        allowed.check(number, "Brand", "IM")
+    assert caught.value.code == "region_not_permitted"
