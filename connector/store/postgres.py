@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final, TypeAlias, cast
+from collections.abc import Awaitable, Sequence
+from types import TracebackType
+from typing import Any, Final, TypeAlias, cast
 
 import asyncpg
 import msgspec
@@ -31,13 +31,11 @@ from connector.store.base import (
 )
 from connector.store.batch import Batcher
 from connector.store.parts import Part, part_update, settled
+from connector.store.pgpool import Connection, Pool
 from connector.store.schema_pg import MIGRATION_LOCK, MIGRATIONS_PG, VERSION_TABLE
 from connector.store.sqlite import accepted_outcome, stamped
 
-if TYPE_CHECKING:
-    from asyncpg.pool import PoolConnectionProxy
-
-Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
+Conn: TypeAlias = Connection
 # Named as MessageRow's fields, so a row converts by keyword.
 _ROW_COLUMNS: Final = ", ".join(
     "response_status IS NOT NULL AS answered" if name == "answered" else name
@@ -245,13 +243,38 @@ def _claim(values: Sequence[Any]) -> Claim:
                  claimed_until=claimed_until, status=Status(state), ambiguous=ambiguous)
 
 
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Pool reset hook that sends nothing.
+class _Lent:
+    """`async with store._conn() as conn`: a pooled connection, with every driver error
+    inside raised as StoreUnavailable. A plain class: @asynccontextmanager's generator cost
+    more than the pool itself."""
 
-    The default reset costs a round trip on every release to undo session state (SET,
-    LISTEN, session advisory locks, cursors) this store never leaves; asyncpg still rolls
-    back an open transaction before calling it.
-    """
+    __slots__ = ("conn", "pool")
+
+    def __init__(self, pool: Pool | None) -> None:
+        self.pool = pool
+
+    async def __aenter__(self) -> Conn:
+        if self.pool is None:
+            raise StoreUnavailable("store is not open")
+        try:
+            self.conn = await self.pool.acquire()
+        except _DRIVER_ERRORS as exc:
+            raise StoreUnavailable(f"store unavailable: {_describe(exc)}") from exc
+        return self.conn
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        pool = cast(Pool, self.pool)
+        if exc is None:
+            pool.release(self.conn)
+            return
+        pool.release(self.conn, broken=isinstance(exc, TimeoutError | asyncio.CancelledError))
+        if isinstance(exc, _CONNECTION_LOST):
+            # Whatever dropped this connection most likely dropped its idle siblings too:
+            # replace them all on their next use instead of failing once each.
+            pool.expire()
+        if isinstance(exc, _DRIVER_ERRORS):
+            raise StoreUnavailable(f"store unavailable: {_describe(exc)}") from exc
 
 
 class PostgresStore:
@@ -268,7 +291,7 @@ class PostgresStore:
         self._migrate_timeout = migrate_timeout
         # 0 behind a transaction-mode pooler (PgBouncer), where prepared statements break.
         self._statement_cache_size = statement_cache_size
-        self._pool: asyncpg.Pool | None = None
+        self._pool: Pool | None = None
         # Group commit for the per-message writes (see batch.py); one row per batch at most.
         self._claims: Batcher[tuple[NewMessage, float], Claim | None] = Batcher(
             self._claim_many, key=lambda item: item[0].claim_key or item[0].id)
@@ -280,14 +303,10 @@ class PostgresStore:
         return f"PostgresStore(pool={self._min_size}..{self._max_size})"  # the DSN may hold a password
 
     async def open(self) -> None:
-        pool = asyncpg.create_pool(
-            self.dsn, min_size=self._min_size, max_size=self._max_size,
-            timeout=self._connect_timeout, command_timeout=self._command_timeout,
-            statement_cache_size=self._statement_cache_size, reset=_keep_session,
-            server_settings={"application_name": "connector"},
-        )
+        pool = Pool(self._connect, min_size=self._min_size, max_size=self._max_size,
+                    acquire_timeout=self._acquire_timeout)
         try:
-            await pool
+            await pool.open()
         except _DRIVER_ERRORS as exc:
             raise StoreUnavailable(f"store unavailable: {_describe(exc)}") from exc
         self._pool = pool
@@ -296,6 +315,12 @@ class PostgresStore:
         except BaseException:
             await self.close()
             raise
+
+    def _connect(self) -> Awaitable[Conn]:
+        return asyncpg.connect(
+            self.dsn, timeout=self._connect_timeout, command_timeout=self._command_timeout,
+            statement_cache_size=self._statement_cache_size,
+            server_settings={"application_name": "connector"})
 
     async def _migrate(self) -> None:
         # The transaction-level advisory lock serialises replicas starting at once: each sees
@@ -325,25 +350,11 @@ class PostgresStore:
             pool.terminate()
             raise
 
-    @asynccontextmanager
-    async def _conn(self) -> AsyncIterator[Conn]:
+    def _conn(self) -> _Lent:
         """A pooled connection; every driver error inside becomes StoreUnavailable."""
-        if self._pool is None:
-            raise StoreUnavailable("store is not open")
-        pool = self._pool
-        try:
-            async with pool.acquire(timeout=self._acquire_timeout) as conn:
-                try:
-                    yield conn
-                except _CONNECTION_LOST:
-                    # Whatever dropped this connection most likely dropped its idle siblings
-                    # too: replace them all on their next use instead of failing once each.
-                    await pool.expire_connections()
-                    raise
-        except _DRIVER_ERRORS as exc:
-            raise StoreUnavailable(f"store unavailable: {_describe(exc)}") from exc
+        return _Lent(self._pool)
 
-    def connection(self) -> AbstractAsyncContextManager[Conn]:
+    def connection(self) -> _Lent:
         """A pooled connection for tables other modules own (the shared throttle buckets)."""
         return self._conn()
 
