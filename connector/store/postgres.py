@@ -74,11 +74,12 @@ _CLAIM: Final = (
 _CLAIM_MANY: Final = (
     "WITH input AS (SELECT id, request_id, vendor, decode(sealed_settings, 'base64') "
     "AS sealed_settings, sender, to_number, custom_data, callback_url, "
-    "decode(metadata, 'base64') AS metadata, segments, encoding, claimed_until, now, claim_key "
+    "decode(metadata, 'base64') AS metadata, segments, encoding, claimed_until, now, claim_key, "
+    "sup_account, sup_credential "
     "FROM json_to_recordset($1::json) AS i(id text, request_id text, vendor text, "
     "sealed_settings text, sender text, to_number text, custom_data text, callback_url text, "
     "metadata text, segments integer, encoding text, claimed_until double precision, "
-    "now double precision, claim_key text)), "
+    "now double precision, claim_key text, sup_account text, sup_credential text)), "
     "ins AS (INSERT INTO messages (id, request_id, claim_key, vendor, sealed_settings, "
     "sender, to_number, custom_data, callback_url, metadata, status, segments, encoding, "
     "claimed_until, created_at, updated_at) "
@@ -86,9 +87,14 @@ _CLAIM_MANY: Final = (
     "custom_data, callback_url, metadata, 'pending', segments, encoding, claimed_until, now, "
     "now FROM input ORDER BY claim_key ON CONFLICT (claim_key) DO NOTHING RETURNING id) "
     "SELECT i.id AS mine, TRUE, i.id, NULL::integer, NULL::bytea, NULL::double precision, "
-    "i.claimed_until, 'pending', FALSE FROM input i WHERE i.id IN (SELECT id FROM ins) "
+    "i.claimed_until, 'pending', FALSE, "
+    # The send's suppression check (is_suppressed's), answered with the claim it follows.
+    "CASE WHEN i.sup_account IS NOT NULL THEN EXISTS (SELECT 1 FROM suppressions s "
+    "WHERE s.account = i.sup_account AND s.number = i.to_number "
+    "AND s.credential IN (i.sup_credential, '')) END "
+    "FROM input i WHERE i.id IN (SELECT id FROM ins) "
     "UNION ALL SELECT i.id, FALSE, m.id, m.response_status, m.response_body, "
-    "m.response_retry_after, m.claimed_until, m.status, m.ambiguous FROM input i "
+    "m.response_retry_after, m.claimed_until, m.status, m.ambiguous, NULL FROM input i "
     "JOIN messages m ON m.claim_key = i.claim_key WHERE i.id NOT IN (SELECT id FROM ins)"
 )
 # Only the claim's holder writes (claim_owner NULL: the message's own send); an acceptance
@@ -228,6 +234,8 @@ class _ClaimRow(msgspec.Struct):
     claimed_until: float
     now: float
     claim_key: str | None
+    sup_account: str | None  # the tenant whose suppression list to check; None: no check
+    sup_credential: str | None
 
 
 class _OutcomeRow(msgspec.Struct):
@@ -284,12 +292,13 @@ def _row(record: asyncpg.Record) -> MessageRow:
     return MessageRow(**fields)
 
 
-def _claim(values: Sequence[Any]) -> Claim:
+def _claim(values: Sequence[Any], suppressed: bool | None = None) -> Claim:
     claimed, message_id, status, body, retry_after, claimed_until, state, ambiguous = values
     response = None if status is None else StoredResponse(status=status, body=body,
                                                           retry_after=retry_after)
     return Claim(message_id=message_id, claimed=claimed, response=response,
-                 claimed_until=claimed_until, status=Status(state), ambiguous=ambiguous)
+                 claimed_until=claimed_until, status=Status(state), ambiguous=ambiguous,
+                 suppressed=suppressed)
 
 
 class _Lent:
@@ -342,7 +351,8 @@ class PostgresStore:
         self._statement_cache_size = statement_cache_size
         self._pool: Pool | None = None
         # Group commit for the per-message writes (see batch.py); one row per batch at most.
-        self._claims: Batcher[tuple[NewMessage, float], Claim | None] = Batcher(
+        self._claims: Batcher[tuple[NewMessage, float, tuple[str, str] | None],
+                              Claim | None] = Batcher(
             self._claim_many, key=lambda item: item[0].claim_key or item[0].id)
         self._outcomes: Batcher[tuple[str, SendOutcome, float, ReportBuilder, str], bool] = (
             Batcher(self._record_outcomes, key=lambda item: item[0]))
@@ -417,20 +427,24 @@ class PostgresStore:
         if version != len(MIGRATIONS_PG):
             raise StoreUnavailable("schema migrations are not applied")
 
-    async def claim(self, message: NewMessage, now: float) -> Claim:
-        found = await self._claims.submit((message, now))
+    async def claim(self, message: NewMessage, now: float,
+                    suppression: tuple[str, str] | None = None) -> Claim:
+        found = await self._claims.submit((message, now, suppression))
+        # Claimed alone, the suppression check is left to the sender (Claim.suppressed None).
         return found if found is not None else await self._claim_alone(message, now)
 
-    async def _claim_many(self, items: Sequence[tuple[NewMessage, float]]
+    async def _claim_many(self, items: Sequence[tuple[NewMessage, float,
+                                                      tuple[str, str] | None]]
                           ) -> list[Claim | None]:
         rows = await self._fetch_json(_CLAIM_MANY, [
             _ClaimRow(m.id, m.request_id, m.vendor, m.sealed_settings, m.sender, m.to_number,
                       m.custom_data, m.callback_url, m.metadata, m.segments, m.encoding,
-                      m.claimed_until, now, m.claim_key) for m, now in items])
+                      m.claimed_until, now, m.claim_key, *(check or (None, None)))
+            for m, now, check in items])
         if rows is None:
             return [None] * len(items)  # each claims alone instead
-        found = {row["mine"]: _claim(tuple(row)[1:]) for row in rows}
-        return [found.get(m.id) for m, _ in items]
+        found = {row[0]: _claim(row[1:9], row[9]) for row in rows}
+        return [found.get(m.id) for m, _, _ in items]
 
     async def _fetch_many(self, statement: str, rows: Sequence[Sequence[Any]]
                           ) -> list[asyncpg.Record] | None:
