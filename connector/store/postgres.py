@@ -136,6 +136,17 @@ _RECORD_OUTCOMES: Final = (
     # waiting for that lock) is left to _record_outcome_alone, which settles them too.
     "AND NOT messages.parts_held RETURNING messages.id"
 )
+# The kept text (CONNECTOR_KEEP_MESSAGE_TEXT) only helps the operator's look-up (SPEC §7):
+# its commit need not wait for the WAL flush, so synchronous_commit is off for this one
+# transaction (set_config's is_local; a single statement is its own transaction). A crash of
+# the database host may lose the last such writes (up to 3 x wal_writer_delay, 0.6 s by
+# default), and the look-up then shows no text; a server crash alone loses nothing. Claims,
+# outcomes and statuses commit in other transactions, at the server's setting, and any later
+# synchronous commit flushes this one's WAL with its own.
+_KEEP_TEXT: Final = (
+    "UPDATE messages SET text = $1 FROM (SELECT set_config('synchronous_commit', 'off', true)) "
+    "AS async_commit WHERE id = $2"
+)
 _STAMP: Final = (
     "UPDATE messages SET status = $1, vendor_message_id = $2, from_number = $3, segments = $4, "
     "error_code = $5, error_message = $6, handed_off_at = $7, delivered_at = $8, "
@@ -568,7 +579,7 @@ class PostgresStore:
 
     async def keep_text(self, message_id: str, text: str) -> None:
         async with self._conn() as conn:
-            await conn.execute("UPDATE messages SET text = $1 WHERE id = $2", text, message_id)
+            await conn.execute(_KEEP_TEXT, text, message_id)
 
     async def message_text(self, message_id: str) -> str | None:
         async with self._conn() as conn:

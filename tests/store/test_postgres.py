@@ -279,3 +279,19 @@ async def test_the_claim_answers_the_suppression_check_in_its_own_statement(
     repeat = await pg.claim(new("s0", to_number="+447911123456"), NOW, ("twilio:AC1", "cred-a"))
     assert not repeat.claimed and repeat.suppressed is None  # a repeat sends nothing
 
+
+async def test_kept_text_commits_without_waiting_and_leaves_the_session_as_it_was(
+        pg_dsn: str) -> None:
+    store = PostgresStore(pg_dsn, min_size=1, max_size=1)  # one connection: the same session
+    await store.open()
+    try:
+        m = new()
+        await store.claim(m, NOW)
+        await store.keep_text(m.id, "your code is 1234")
+        assert await store.message_text(m.id) == "your code is 1234"
+        async with store.connection() as conn:
+            # set_config(..., true) lasted for keep_text's own transaction only: the claims
+            # and outcomes that follow on this connection still wait for the flush.
+            assert await conn.fetchval("SHOW synchronous_commit") == "on"
+    finally:
+        await store.close()
