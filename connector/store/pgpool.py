@@ -41,8 +41,9 @@ class Pool:
         self._acquire_timeout = acquire_timeout
         # Most recently used last: lent from the end (warm), aged out from the front.
         self._idle: deque[tuple[Connection, float]] = deque()
-        self._size = 0  # open or being opened, idle or lent
-        # Each waiter gets a connection, or None: a slot came free, open your own in it.
+        self._size = 0  # open, being opened or reserved for a waiter; idle or lent
+        # Each waiter gets a connection, or None: a slot came free (already counted in
+        # _size for it), open your own in it.
         self._waiters: deque[asyncio.Future[Connection | None]] = deque()
         self._closed = False
 
@@ -103,7 +104,9 @@ class Pool:
         """Close the idle connections; those still lent are closed as they come back."""
         self._closed = True
         while self._waiters:
-            self._waiters.popleft().cancel()
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(asyncpg.InterfaceError("the pool is closed"))
         idle = [conn for conn, _ in self._idle]
         self._idle.clear()
         self._size -= len(idle)
@@ -119,8 +122,9 @@ class Pool:
         self._closed = True
         self.expire()
 
-    async def _open_one(self) -> Connection:
-        self._size += 1
+    async def _open_one(self, *, reserved: bool = False) -> Connection:
+        if not reserved:
+            self._size += 1
         try:
             return await self._connect()
         except BaseException:
@@ -135,16 +139,17 @@ class Pool:
             async with asyncio.timeout(self._acquire_timeout):
                 conn = await waiter
         except BaseException:
-            if waiter.done() and not waiter.cancelled():
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 handed = waiter.result()  # handed over just as the wait ended
-                if handed is None:
+                if handed is None:  # pass the reserved slot on
+                    self._size -= 1
                     self._free_slot()
                 else:
                     self.release(handed)
             else:
                 waiter.cancel()  # release() skips it
             raise
-        return conn if conn is not None else await self._open_one()
+        return conn if conn is not None else await self._open_one(reserved=True)
 
     def _drop(self, conn: Connection) -> None:
         conn.terminate()
@@ -152,11 +157,13 @@ class Pool:
         self._free_slot()
 
     def _free_slot(self) -> None:
-        """A slot came free: the first waiter opens a connection in it."""
+        """A slot came free: it is reserved for the first waiter, who opens a connection in
+        it (so a caller arriving meanwhile cannot take it and overfill the pool)."""
         if self._closed:
             return
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
+                self._size += 1
                 waiter.set_result(None)
                 return

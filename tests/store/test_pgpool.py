@@ -129,3 +129,31 @@ async def test_a_failed_open_leaves_nothing_open() -> None:
     with pytest.raises(ConnectionRefusedError):
         await pool.open()
     assert calls == 2 and pool.size == 0 and not opened
+
+
+async def test_a_slot_freed_for_a_waiter_is_not_taken_by_a_later_caller(
+        pg_dsn: str, opened: list[Connection]) -> None:
+    pool = pool_of(pg_dsn, opened, max_size=1)
+    held = await pool.acquire()
+    waiter = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0.05)
+    pool.release(held, broken=True)  # the waiter's slot now, before it even runs
+    later = asyncio.create_task(pool.acquire())
+    fresh = await waiter
+    await asyncio.sleep(0.05)
+    assert not later.done() and pool.size == 1 and len(opened) == 2
+    pool.release(fresh)
+    assert await later is fresh
+
+
+async def test_waiting_callers_hear_that_the_pool_closed(pg_dsn: str,
+                                                         opened: list[Connection]) -> None:
+    pool = pool_of(pg_dsn, opened, max_size=1)
+    held = await pool.acquire()
+    waiter = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0.05)
+    await pool.close()
+    with pytest.raises(asyncpg.InterfaceError):  # an error the store reports, not a cancel
+        await waiter
+    pool.release(held)
+    assert held.is_closed()
