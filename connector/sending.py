@@ -88,19 +88,25 @@ class Sender:
         """`tenant`: `self.tenants.of(vendor.name, config)` when the caller has it already
         (it keyed the claim); computed here otherwise."""
         now = time.time()
-        claim = await self.store.claim(message, now)
+        if tenant is None:
+            tenant = self.tenants.of(vendor.name, config)
+        # The suppression check rides on the claim where the store can (no round trip of
+        # its own); Claim.suppressed None means _call asks.
+        check = (tenant.account, tenant.credential) if self.settings.suppress_opt_outs else None
+        claim = await self.store.claim(message, now, check)
         if claim.claimed:
-            return await self._forward(vendor, config, message, text, tenant=tenant)
+            return await self._forward(vendor, config, message, text, tenant=tenant,
+                                       suppressed=claim.suppressed)
         log.info("dedupe_hit", original=claim.message_id, known=claim.response is not None)
         metrics.DEDUPE.labels("stored" if claim.response is not None else "waited").inc()
         return await self._await_original(claim, vendor, config, message, text)
 
     async def _forward(self, vendor: Vendor, config: Mapping[str, str], message: NewMessage,
-                       text: str, owner: str | None = None,
-                       tenant: Tenant | None = None) -> StoredResponse:
+                       text: str, owner: str | None = None, tenant: Tenant | None = None,
+                       suppressed: bool | None = None) -> StoredResponse:
         done = self._done.setdefault(message.id, asyncio.Event())
         try:
-            outcome = await self._call(vendor, config, message, text, tenant)
+            outcome = await self._call(vendor, config, message, text, tenant, suppressed)
             if await self.store.record_outcome(message.id, outcome, time.time(), self.report,
                                                owner):
                 return outcome.response
@@ -116,7 +122,9 @@ class Sender:
         return await self._await_original(current, vendor, config, message, text)
 
     async def _call(self, vendor: Vendor, config: Mapping[str, str], message: NewMessage,
-                    text: str, tenant: Tenant | None = None) -> SendOutcome:
+                    text: str, tenant: Tenant | None = None,
+                    suppressed: bool | None = None) -> SendOutcome:
+        """`tenant` as send() found it; `suppressed` as the claim answered (None: ask)."""
         outgoing = self._outgoing(vendor, message, text)
         try:
             request = build_request(vendor, outgoing, config)
@@ -125,11 +133,12 @@ class Sender:
                 response=StoredResponse(status=exc.status, body=exc.body()),
                 status=Status.REJECTED, error_code=exc.code, error_message=exc.message,
                 release=exc.retryable)
-        tenant = tenant or self.tenants.of(vendor.name, config)
+        if tenant is None:
+            tenant = self.tenants.of(vendor.name, config)
         if self.settings.suppress_opt_outs:
-            suppressed = await self._suppressed(tenant, message)
-            if suppressed is not None:
-                return suppressed
+            refusal = await self._suppressed(tenant, message, suppressed)
+            if refusal is not None:
+                return refusal
         try:
             await self.throttle.acquire(tenant.account,
                                         message.segments if self.per_segment else 1,
@@ -195,15 +204,18 @@ class Sender:
             parts=max(1, len(accepted.part_ids)),
         )
 
-    async def _suppressed(self, tenant: Tenant, message: NewMessage) -> SendOutcome | None:
-        """The refusal for a recipient on this tenant's suppression list, else None."""
-        try:
-            listed = await self.store.is_suppressed(tenant.account, message.to_number,
-                                                    tenant.credential)
-        except StoreUnavailable as exc:  # cannot tell: retry later rather than risk a send
-            return SendOutcome(response=StoredResponse(status=exc.status, body=exc.body()),
-                               status=Status.FAILED, error_code=exc.code,
-                               error_message=exc.message, release=True)
+    async def _suppressed(self, tenant: Tenant, message: NewMessage,
+                          listed: bool | None) -> SendOutcome | None:
+        """The refusal for a recipient on this tenant's suppression list, else None;
+        `listed` is what the claim answered (None: ask now)."""
+        if listed is None:
+            try:
+                listed = await self.store.is_suppressed(tenant.account, message.to_number,
+                                                        tenant.credential)
+            except StoreUnavailable as exc:  # cannot tell: retry later rather than risk a send
+                return SendOutcome(response=StoredResponse(status=exc.status, body=exc.body()),
+                                   status=Status.FAILED, error_code=exc.code,
+                                   error_message=exc.message, release=True)
         if not listed:
             return None
         refusal = RefusedMessage(SUPPRESSED_MESSAGE, code=OPTED_OUT)

@@ -55,6 +55,9 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True):
     # on is never taken over, and a stored ambiguous answer gives way to the row's facts.
     status: Status = Status.PENDING
     ambiguous: bool = False
+    # Asked with the claim (`suppression`): whether the recipient is on that tenant's
+    # suppression list. None: not asked, or not answered; the sender asks is_suppressed.
+    suppressed: bool | None = None
 
 
 class SendOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -196,7 +199,11 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise StoreUnavailable when the store cannot serve."""
 
-    async def claim(self, message: NewMessage, now: float) -> Claim: ...
+    async def claim(self, message: NewMessage, now: float,
+                    suppression: tuple[str, str] | None = None) -> Claim:
+        """Claim the message's claim_key. `suppression` (account, credential) asks, in the
+        same round trip where the store can, whether the recipient is suppressed for that
+        tenant (Claim.suppressed); a store may leave it unanswered (None)."""
 
     async def poll_claim(self, message_id: str) -> Claim | None:
         """The claim's current state (None: the row is gone)."""

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final, TypeAlias, cast
+from collections.abc import Awaitable, Sequence
+from types import TracebackType
+from typing import Any, Final, TypeAlias, cast
 
 import asyncpg
 import msgspec
@@ -31,13 +31,11 @@ from connector.store.base import (
 )
 from connector.store.batch import Batcher
 from connector.store.parts import Part, part_update, settled
+from connector.store.pgpool import Connection, Pool
 from connector.store.schema_pg import MIGRATION_LOCK, MIGRATIONS_PG, VERSION_TABLE
 from connector.store.sqlite import accepted_outcome, stamped
 
-if TYPE_CHECKING:
-    from asyncpg.pool import PoolConnectionProxy
-
-Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
+Conn: TypeAlias = Connection
 # Named as MessageRow's fields, so a row converts by keyword.
 _ROW_COLUMNS: Final = ", ".join(
     "response_status IS NOT NULL AS answered" if name == "answered" else name
@@ -71,13 +69,17 @@ _CLAIM: Final = (
 # Group commit (see batch.py): many claims in one statement. Rows go in claim_key order, so
 # two replicas inserting overlapping keys wait on each other in one order, never in a cycle.
 # A claim whose row is not returned (a duplicate within the batch, or a winner committed after
-# the snapshot) runs _CLAIM alone afterwards.
+# the snapshot) runs _CLAIM alone afterwards. The batch comes as one JSON array of _ClaimRow
+# objects (bytes in base64): see _fetch_json for why not one array per column.
 _CLAIM_MANY: Final = (
-    "WITH input AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], "
-    "$5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[], $10::integer[], $11::text[], "
-    "$12::double precision[], $13::double precision[], $14::text[]) AS i(id, request_id, "
-    "vendor, sealed_settings, sender, to_number, custom_data, callback_url, metadata, "
-    "segments, encoding, claimed_until, now, claim_key)), "
+    "WITH input AS (SELECT id, request_id, vendor, decode(sealed_settings, 'base64') "
+    "AS sealed_settings, sender, to_number, custom_data, callback_url, "
+    "decode(metadata, 'base64') AS metadata, segments, encoding, claimed_until, now, claim_key, "
+    "sup_account, sup_credential "
+    "FROM json_to_recordset($1::json) AS i(id text, request_id text, vendor text, "
+    "sealed_settings text, sender text, to_number text, custom_data text, callback_url text, "
+    "metadata text, segments integer, encoding text, claimed_until double precision, "
+    "now double precision, claim_key text, sup_account text, sup_credential text)), "
     "ins AS (INSERT INTO messages (id, request_id, claim_key, vendor, sealed_settings, "
     "sender, to_number, custom_data, callback_url, metadata, status, segments, encoding, "
     "claimed_until, created_at, updated_at) "
@@ -85,9 +87,14 @@ _CLAIM_MANY: Final = (
     "custom_data, callback_url, metadata, 'pending', segments, encoding, claimed_until, now, "
     "now FROM input ORDER BY claim_key ON CONFLICT (claim_key) DO NOTHING RETURNING id) "
     "SELECT i.id AS mine, TRUE, i.id, NULL::integer, NULL::bytea, NULL::double precision, "
-    "i.claimed_until, 'pending', FALSE FROM input i WHERE i.id IN (SELECT id FROM ins) "
+    "i.claimed_until, 'pending', FALSE, "
+    # The send's suppression check (is_suppressed's), answered with the claim it follows.
+    "CASE WHEN i.sup_account IS NOT NULL THEN EXISTS (SELECT 1 FROM suppressions s "
+    "WHERE s.account = i.sup_account AND s.number = i.to_number "
+    "AND s.credential IN (i.sup_credential, '')) END "
+    "FROM input i WHERE i.id IN (SELECT id FROM ins) "
     "UNION ALL SELECT i.id, FALSE, m.id, m.response_status, m.response_body, "
-    "m.response_retry_after, m.claimed_until, m.status, m.ambiguous FROM input i "
+    "m.response_retry_after, m.claimed_until, m.status, m.ambiguous, NULL FROM input i "
     "JOIN messages m ON m.claim_key = i.claim_key WHERE i.id NOT IN (SELECT id FROM ins)"
 )
 # Only the claim's holder writes (claim_owner NULL: the message's own send); an acceptance
@@ -103,6 +110,7 @@ _RECORD_OUTCOME: Final = (
     "claim_key = CASE WHEN $13 THEN NULL ELSE claim_key END, updated_at = $14 WHERE id = $15 "
     "AND (COALESCE(claim_owner, id) = $16 OR (ambiguous AND $17))"
 )
+# Many outcomes in one statement, as one JSON array of _OutcomeRow objects (see _CLAIM_MANY).
 _RECORD_OUTCOMES: Final = (
     "UPDATE messages SET response_status = o.status, response_body = o.body, "
     "response_retry_after = o.retry_after, claimed_until = 0, ambiguous = o.ambiguous, "
@@ -115,17 +123,29 @@ _RECORD_OUTCOMES: Final = (
     "error_message = COALESCE(o.error_message, messages.error_message), "
     "errored_at = COALESCE(messages.errored_at, o.errored_at), "
     "claim_key = CASE WHEN o.release THEN NULL ELSE messages.claim_key END, updated_at = o.now "
-    "FROM (SELECT * FROM unnest($1::text[], $2::integer[], $3::bytea[], "
-    "$4::double precision[], $5::boolean[], $6::integer[], $7::text[], $8::text[], "
-    "$9::integer[], $10::text[], $11::text[], $12::text[], $13::double precision[], "
-    "$14::boolean[], $15::double precision[], $16::text[], $17::boolean[]) AS o(id, status, "
-    "body, retry_after, ambiguous, parts, new_status, vendor_message_id, segments, "
-    "from_number, error_code, error_message, errored_at, release, now, owner, accepted) "
+    "FROM (SELECT id, status, decode(body, 'base64') AS body, retry_after, ambiguous, parts, "
+    "new_status, vendor_message_id, segments, from_number, error_code, error_message, "
+    "errored_at, release, now, owner, accepted FROM json_to_recordset($1::json) AS o(id text, "
+    "status integer, body text, retry_after double precision, ambiguous boolean, "
+    "parts integer, new_status text, vendor_message_id text, segments integer, "
+    "from_number text, error_code text, error_message text, errored_at double precision, "
+    "release boolean, now double precision, owner text, accepted boolean) "
     "ORDER BY id) AS o WHERE messages.id = o.id AND (COALESCE(messages.claim_owner, "
     "messages.id) = o.owner OR (messages.ambiguous AND o.accepted)) "
     # A row with part receipts held (set under its row lock, so this sees it even after
     # waiting for that lock) is left to _record_outcome_alone, which settles them too.
     "AND NOT messages.parts_held RETURNING messages.id"
+)
+# The kept text (CONNECTOR_KEEP_MESSAGE_TEXT) only helps the operator's look-up (SPEC §7):
+# its commit need not wait for the WAL flush, so synchronous_commit is off for this one
+# transaction (set_config's is_local; a single statement is its own transaction). A crash of
+# the database host may lose the last such writes (up to 3 x wal_writer_delay, 0.6 s by
+# default), and the look-up then shows no text; a server crash alone loses nothing. Claims,
+# outcomes and statuses commit in other transactions, at the server's setting, and any later
+# synchronous commit flushes this one's WAL with its own.
+_KEEP_TEXT: Final = (
+    "UPDATE messages SET text = $1 FROM (SELECT set_config('synchronous_commit', 'off', true)) "
+    "AS async_commit WHERE id = $2"
 )
 _STAMP: Final = (
     "UPDATE messages SET status = $1, vendor_message_id = $2, from_number = $3, segments = $4, "
@@ -208,6 +228,52 @@ _PURGE: Final = (
 )
 
 
+class _ClaimRow(msgspec.Struct):
+    """One claim in _CLAIM_MANY's JSON: the columns json_to_recordset reads, by name."""
+
+    id: str
+    request_id: str | None
+    vendor: str
+    sealed_settings: bytes
+    sender: str
+    to_number: str
+    custom_data: str
+    callback_url: str
+    metadata: bytes | None
+    segments: int
+    encoding: str
+    claimed_until: float
+    now: float
+    claim_key: str | None
+    sup_account: str | None  # the tenant whose suppression list to check; None: no check
+    sup_credential: str | None
+
+
+class _OutcomeRow(msgspec.Struct):
+    """One outcome in _RECORD_OUTCOMES's JSON, by name."""
+
+    id: str
+    status: int
+    body: bytes
+    retry_after: float | None
+    ambiguous: bool
+    parts: int
+    new_status: str
+    vendor_message_id: str | None
+    segments: int | None
+    from_number: str | None
+    error_code: str | None
+    error_message: str | None
+    errored_at: float | None
+    release: bool
+    now: float
+    owner: str
+    accepted: bool
+
+
+_encode_json: Final = msgspec.json.Encoder().encode
+
+
 class _Stamp(msgspec.Struct, frozen=True, kw_only=True):
     """One callback's change for _STAMP_MANY_IF_UNCHANGED, its fields in column order."""
 
@@ -237,21 +303,47 @@ def _row(record: asyncpg.Record) -> MessageRow:
     return MessageRow(**fields)
 
 
-def _claim(values: Sequence[Any]) -> Claim:
+def _claim(values: Sequence[Any], suppressed: bool | None = None) -> Claim:
     claimed, message_id, status, body, retry_after, claimed_until, state, ambiguous = values
     response = None if status is None else StoredResponse(status=status, body=body,
                                                           retry_after=retry_after)
     return Claim(message_id=message_id, claimed=claimed, response=response,
-                 claimed_until=claimed_until, status=Status(state), ambiguous=ambiguous)
+                 claimed_until=claimed_until, status=Status(state), ambiguous=ambiguous,
+                 suppressed=suppressed)
 
 
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Pool reset hook that sends nothing.
+class _Lent:
+    """`async with store._conn() as conn`: a pooled connection, with every driver error
+    inside raised as StoreUnavailable. A plain class: @asynccontextmanager's generator cost
+    more than the pool itself."""
 
-    The default reset costs a round trip on every release to undo session state (SET,
-    LISTEN, session advisory locks, cursors) this store never leaves; asyncpg still rolls
-    back an open transaction before calling it.
-    """
+    __slots__ = ("conn", "pool")
+
+    def __init__(self, pool: Pool | None) -> None:
+        self.pool = pool
+
+    async def __aenter__(self) -> Conn:
+        if self.pool is None:
+            raise StoreUnavailable("store is not open")
+        try:
+            self.conn = await self.pool.acquire()
+        except _DRIVER_ERRORS as exc:
+            raise StoreUnavailable(f"store unavailable: {_describe(exc)}") from exc
+        return self.conn
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        pool = cast(Pool, self.pool)
+        if exc is None:
+            pool.release(self.conn)
+            return
+        pool.release(self.conn, broken=isinstance(exc, TimeoutError | asyncio.CancelledError))
+        if isinstance(exc, _CONNECTION_LOST):
+            # Whatever dropped this connection most likely dropped its idle siblings too:
+            # replace them all on their next use instead of failing once each.
+            pool.expire()
+        if isinstance(exc, _DRIVER_ERRORS):
+            raise StoreUnavailable(f"store unavailable: {_describe(exc)}") from exc
 
 
 class PostgresStore:
@@ -268,9 +360,10 @@ class PostgresStore:
         self._migrate_timeout = migrate_timeout
         # 0 behind a transaction-mode pooler (PgBouncer), where prepared statements break.
         self._statement_cache_size = statement_cache_size
-        self._pool: asyncpg.Pool | None = None
+        self._pool: Pool | None = None
         # Group commit for the per-message writes (see batch.py); one row per batch at most.
-        self._claims: Batcher[tuple[NewMessage, float], Claim | None] = Batcher(
+        self._claims: Batcher[tuple[NewMessage, float, tuple[str, str] | None],
+                              Claim | None] = Batcher(
             self._claim_many, key=lambda item: item[0].claim_key or item[0].id)
         self._outcomes: Batcher[tuple[str, SendOutcome, float, ReportBuilder, str], bool] = (
             Batcher(self._record_outcomes, key=lambda item: item[0]))
@@ -280,14 +373,10 @@ class PostgresStore:
         return f"PostgresStore(pool={self._min_size}..{self._max_size})"  # the DSN may hold a password
 
     async def open(self) -> None:
-        pool = asyncpg.create_pool(
-            self.dsn, min_size=self._min_size, max_size=self._max_size,
-            timeout=self._connect_timeout, command_timeout=self._command_timeout,
-            statement_cache_size=self._statement_cache_size, reset=_keep_session,
-            server_settings={"application_name": "connector"},
-        )
+        pool = Pool(self._connect, min_size=self._min_size, max_size=self._max_size,
+                    acquire_timeout=self._acquire_timeout)
         try:
-            await pool
+            await pool.open()
         except _DRIVER_ERRORS as exc:
             raise StoreUnavailable(f"store unavailable: {_describe(exc)}") from exc
         self._pool = pool
@@ -296,6 +385,12 @@ class PostgresStore:
         except BaseException:
             await self.close()
             raise
+
+    def _connect(self) -> Awaitable[Conn]:
+        return asyncpg.connect(
+            self.dsn, timeout=self._connect_timeout, command_timeout=self._command_timeout,
+            statement_cache_size=self._statement_cache_size,
+            server_settings={"application_name": "connector"})
 
     async def _migrate(self) -> None:
         # The transaction-level advisory lock serialises replicas starting at once: each sees
@@ -325,25 +420,11 @@ class PostgresStore:
             pool.terminate()
             raise
 
-    @asynccontextmanager
-    async def _conn(self) -> AsyncIterator[Conn]:
+    def _conn(self) -> _Lent:
         """A pooled connection; every driver error inside becomes StoreUnavailable."""
-        if self._pool is None:
-            raise StoreUnavailable("store is not open")
-        pool = self._pool
-        try:
-            async with pool.acquire(timeout=self._acquire_timeout) as conn:
-                try:
-                    yield conn
-                except _CONNECTION_LOST:
-                    # Whatever dropped this connection most likely dropped its idle siblings
-                    # too: replace them all on their next use instead of failing once each.
-                    await pool.expire_connections()
-                    raise
-        except _DRIVER_ERRORS as exc:
-            raise StoreUnavailable(f"store unavailable: {_describe(exc)}") from exc
+        return _Lent(self._pool)
 
-    def connection(self) -> AbstractAsyncContextManager[Conn]:
+    def connection(self) -> _Lent:
         """A pooled connection for tables other modules own (the shared throttle buckets)."""
         return self._conn()
 
@@ -357,20 +438,24 @@ class PostgresStore:
         if version != len(MIGRATIONS_PG):
             raise StoreUnavailable("schema migrations are not applied")
 
-    async def claim(self, message: NewMessage, now: float) -> Claim:
-        found = await self._claims.submit((message, now))
+    async def claim(self, message: NewMessage, now: float,
+                    suppression: tuple[str, str] | None = None) -> Claim:
+        found = await self._claims.submit((message, now, suppression))
+        # Claimed alone, the suppression check is left to the sender (Claim.suppressed None).
         return found if found is not None else await self._claim_alone(message, now)
 
-    async def _claim_many(self, items: Sequence[tuple[NewMessage, float]]
+    async def _claim_many(self, items: Sequence[tuple[NewMessage, float,
+                                                      tuple[str, str] | None]]
                           ) -> list[Claim | None]:
-        rows = await self._fetch_many(_CLAIM_MANY, [
-            (m.id, m.request_id, m.vendor, m.sealed_settings, m.sender, m.to_number,
-             m.custom_data, m.callback_url, m.metadata, m.segments, m.encoding,
-             m.claimed_until, now, m.claim_key) for m, now in items])
+        rows = await self._fetch_json(_CLAIM_MANY, [
+            _ClaimRow(m.id, m.request_id, m.vendor, m.sealed_settings, m.sender, m.to_number,
+                      m.custom_data, m.callback_url, m.metadata, m.segments, m.encoding,
+                      m.claimed_until, now, m.claim_key, *(check or (None, None)))
+            for m, now, check in items])
         if rows is None:
             return [None] * len(items)  # each claims alone instead
-        found = {row["mine"]: _claim(tuple(row)[1:]) for row in rows}
-        return [found.get(m.id) for m, _ in items]
+        found = {row[0]: _claim(row[1:9], row[9]) for row in rows}
+        return [found.get(m.id) for m, _, _ in items]
 
     async def _fetch_many(self, statement: str, rows: Sequence[Sequence[Any]]
                           ) -> list[asyncpg.Record] | None:
@@ -378,10 +463,24 @@ class PostgresStore:
 
         None when the database broke a deadlock by aborting it: the caller then does each
         row alone, which cannot wait in a cycle. Other failures raise StoreUnavailable."""
-        columns = [list(column) for column in zip(*rows, strict=True)]
+        return await self._fetch_batch(
+            statement, [list(column) for column in zip(*rows, strict=True)])
+
+    async def _fetch_json(self, statement: str, rows: Sequence[msgspec.Struct]
+                          ) -> list[asyncpg.Record] | None:
+        """_fetch_many with the rows passed as one JSON array of objects (bytes in base64).
+
+        asyncpg checks every array and every element of one against collections.abc (three
+        and one or two isinstance calls through ABCMeta, each a Python call): with a column
+        per field that was about 140 calls per message sent, more than the statements' own
+        encoding. One JSON text costs one msgspec call; the server's parse is microseconds."""
+        return await self._fetch_batch(statement, [_encode_json(rows).decode()])
+
+    async def _fetch_batch(self, statement: str, args: Sequence[Any]
+                           ) -> list[asyncpg.Record] | None:
         try:
             async with self._conn() as conn:
-                return list(await conn.fetch(statement, *columns))
+                return list(await conn.fetch(statement, *args))
         except StoreUnavailable as exc:
             if isinstance(exc.__cause__, asyncpg.DeadlockDetectedError):
                 return None
@@ -422,11 +521,12 @@ class PostgresStore:
 
     async def _record_outcomes(self, items: Sequence[tuple[str, SendOutcome, float,
                                                            ReportBuilder, str]]) -> list[bool]:
-        rows = await self._fetch_many(_RECORD_OUTCOMES, [
-            (message_id, o.response.status, o.response.body, o.response.retry_after,
-             o.ambiguous, o.parts, o.status.value, o.vendor_message_id, o.segments,
-             o.from_number, o.error_code, o.error_message,
-             now if o.status.terminal else None, o.release, now, owner, accepted_outcome(o))
+        rows = await self._fetch_json(_RECORD_OUTCOMES, [
+            _OutcomeRow(message_id, o.response.status, o.response.body, o.response.retry_after,
+                        o.ambiguous, o.parts, o.status.value, o.vendor_message_id, o.segments,
+                        o.from_number, o.error_code, o.error_message,
+                        now if o.status.terminal else None, o.release, now, owner,
+                        accepted_outcome(o))
             for message_id, o, now, _, owner in items])
         done = set() if rows is None else {row["id"] for row in rows}
         # Held parts, a deadlock broken, another holder, or no such row: one by one, where the
@@ -479,7 +579,7 @@ class PostgresStore:
 
     async def keep_text(self, message_id: str, text: str) -> None:
         async with self._conn() as conn:
-            await conn.execute("UPDATE messages SET text = $1 WHERE id = $2", text, message_id)
+            await conn.execute(_KEEP_TEXT, text, message_id)
 
     async def message_text(self, message_id: str) -> str | None:
         async with self._conn() as conn:

@@ -348,7 +348,9 @@ class SqliteStore:
         if self.schema_version != len(MIGRATIONS):
             raise StoreUnavailable("schema migrations are not applied")
 
-    async def claim(self, message: NewMessage, now: float) -> Claim:
+    async def claim(self, message: NewMessage, now: float,
+                    suppression: tuple[str, str] | None = None) -> Claim:
+        # `suppression` is left unanswered: a local read costs no round trip to save.
         found = await self._write(lambda db: self._claim(db, message, now))
         if isinstance(found, Claim):
             return found

@@ -106,3 +106,17 @@ async def test_entries_from_before_credentials_still_hold(tmp_path: Path) -> Non
         assert await store.unsuppress("twilio:AC1", "+447911123456")
     finally:
         await store.close()
+
+
+async def test_a_claim_asked_about_suppression_agrees_with_is_suppressed(store: Store) -> None:
+    await store.suppress("twilio:AC1", "+447911123456", "STOP", "21610", NOW, "cred-a")
+    await store.suppress("twilio:AC1", "+447911000000", "STOP", "21610", NOW, "")  # any credential
+    cases = [("+447911123456", "cred-a"), ("+447911123456", "cred-b"),
+             ("+447911000000", "cred-b"), ("+447922222222", "cred-a")]
+    for n, (number, credential) in enumerate(cases):
+        claim = await store.claim(new(f"s{n}", to_number=number), NOW,
+                                  ("twilio:AC1", credential))
+        assert claim.claimed
+        listed = await store.is_suppressed("twilio:AC1", number, credential)
+        assert claim.suppressed in (None, listed)  # None: the store left it to the sender
+    assert (await store.claim(new("s9"), NOW)).suppressed is None  # not asked

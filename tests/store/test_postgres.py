@@ -262,3 +262,36 @@ async def test_a_silent_network_fails_calls_in_bounded_time_then_recovers(pg_dsn
     finally:
         await store.close()
         await outage.down()
+
+
+async def test_the_claim_answers_the_suppression_check_in_its_own_statement(
+        pg: PostgresStore) -> None:
+    await pg.suppress("twilio:AC1", "+447911123456", "STOP", "21610", NOW, "cred-a")
+    await pg.suppress("twilio:AC1", "+447911000000", "STOP", "21610", NOW, "")
+    asked = [("+447911123456", "cred-a", True), ("+447911123456", "cred-b", False),
+             ("+447911000000", "cred-b", True), ("+447911123456", "", False)]
+    claims = await asyncio.gather(*(
+        pg.claim(new(f"s{n}", to_number=number), NOW, ("twilio:AC1", credential))
+        for n, (number, credential, _) in enumerate(asked)))
+    assert [c.suppressed for c in claims] == [listed for _, _, listed in asked]
+    other_account = await pg.claim(new("s8"), NOW, ("twilio:AC2", "cred-a"))
+    assert other_account.suppressed is False
+    repeat = await pg.claim(new("s0", to_number="+447911123456"), NOW, ("twilio:AC1", "cred-a"))
+    assert not repeat.claimed and repeat.suppressed is None  # a repeat sends nothing
+
+
+async def test_kept_text_commits_without_waiting_and_leaves_the_session_as_it_was(
+        pg_dsn: str) -> None:
+    store = PostgresStore(pg_dsn, min_size=1, max_size=1)  # one connection: the same session
+    await store.open()
+    try:
+        m = new()
+        await store.claim(m, NOW)
+        await store.keep_text(m.id, "your code is 1234")
+        assert await store.message_text(m.id) == "your code is 1234"
+        async with store.connection() as conn:
+            # set_config(..., true) lasted for keep_text's own transaction only: the claims
+            # and outcomes that follow on this connection still wait for the flush.
+            assert await conn.fetchval("SHOW synchronous_commit") == "on"
+    finally:
+        await store.close()
