@@ -630,8 +630,9 @@ class SqliteStore:
                 settled.setdefault(id(attempt), (attempt, []))[1].append(report_id)
             else:
                 retries.append((report_id, attempt, next_at))
-        written = 0
-        with self._tx() as db:
+
+        def record(db: sqlite3.Connection) -> int:
+            written = 0
             for a, ids in settled.values():
                 held = json.dumps(ids)
                 db.execute(_LOG_SETTLED, (a.at, a.outcome, a.status_code, a.error, held, worker))
@@ -643,7 +644,10 @@ class SqliteStore:
                 written += db.executemany(_RETRY, [
                     (next_at, a.error, report_id, worker)
                     for report_id, a, next_at in retries]).rowcount
-        return written
+            return written
+
+        # In the group commit: one COMMIT with the status changes arriving meanwhile.
+        return await self._write(record)
 
     async def release_reports(self, worker: str) -> None:
         with self._errors() as db:
