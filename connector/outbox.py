@@ -178,13 +178,16 @@ class Dispatcher:
             await asyncio.wait(set(self._tasks))
 
     async def _idle(self) -> None:
-        try:
-            due = await self.store.next_report_due()
-        except ConnectorError:
-            due = None  # the store is away: look again after the usual pause
-        wait = _IDLE_POLL if due is None else min(_IDLE_POLL, max(0.0, due - time.time()))
-        if wait == 0.0 and self._tasks:
-            wait = _IDLE_POLL  # what is due waits for its URL's POSTs: each end wakes us
+        wait = _IDLE_POLL
+        if not self._tasks:
+            # With POSTs in flight each end wakes us, and what is due then waits at most the
+            # usual pause: only an idle dispatcher asks when the next retry is due.
+            try:
+                due = await self.store.next_report_due()
+            except ConnectorError:
+                due = None  # the store is away: look again after the usual pause
+            if due is not None:
+                wait = min(_IDLE_POLL, max(0.0, due - time.time()))
         try:
             await asyncio.wait_for(self._wake.wait(), wait)
         except TimeoutError:

@@ -290,3 +290,26 @@ async def test_a_failed_chunk_retries_and_dead_letters_each_report_by_its_horizo
 
 def _sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_a_dispatcher_with_posts_in_flight_waits_without_asking_the_store(
+        parts: tuple[SqliteStore, Dispatcher]) -> None:
+    store, dispatcher = parts
+    asked: list[float | None] = []
+    real = store.next_report_due
+
+    async def counted() -> float | None:
+        asked.append(await real())
+        return asked[-1]
+
+    store.next_report_due = counted  # type: ignore[method-assign]
+    in_flight = asyncio.create_task(asyncio.sleep(30))
+    dispatcher._tasks.add(in_flight)  # its end would wake the dispatcher
+    dispatcher.wake()
+    await dispatcher._idle()
+    assert asked == []
+    dispatcher._tasks.clear()
+    in_flight.cancel()
+    dispatcher.wake()
+    await dispatcher._idle()
+    assert asked == [None]  # idle, it asks when the next retry is due
