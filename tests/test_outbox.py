@@ -313,3 +313,19 @@ async def test_a_dispatcher_with_posts_in_flight_waits_without_asking_the_store(
     dispatcher.wake()
     await dispatcher._idle()
     assert asked == [None]  # idle, it asks when the next retry is due
+
+
+async def test_a_wake_ends_the_idle_wait_and_one_before_it_is_not_lost(
+        parts: tuple[SqliteStore, Dispatcher], monkeypatch: pytest.MonkeyPatch) -> None:
+    _, dispatcher = parts
+    monkeypatch.setattr("connector.outbox._IDLE_POLL", 3600.0)  # only a wake ends the wait
+    waiting = asyncio.create_task(dispatcher._idle())
+    await asyncio.sleep(0)  # SQLite answers at once: the task is waiting now
+    assert dispatcher._waiter is not None
+    dispatcher.wake()
+    await asyncio.wait_for(waiting, 30)
+    assert dispatcher._waiter is None
+    # A wake that lands while the run loop leases (before it waits) is seen at once.
+    dispatcher._woken = False
+    dispatcher.wake()
+    await asyncio.wait_for(dispatcher._idle(), 30)
