@@ -623,6 +623,8 @@ class SqliteStore:
         # have delivered one, and this late word must not undo that. A POST's reports share
         # one attempt, so those it settles (delivered, dead) take two statements over a JSON
         # list of ids; retries (failures only) are bound row by row, each with its own time.
+        if not results:
+            return 0
         settled: dict[int, tuple[ReportAttempt, list[int]]] = {}
         retries = []
         for report_id, attempt, next_at in results:

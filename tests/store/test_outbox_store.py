@@ -52,6 +52,7 @@ async def test_one_chunk_records_shared_and_own_outcomes_of_held_reports_only(
                (items[2].id, retry, NOW + 200), (items[3].id, dead, None),
                (theirs.id, dead, None)]  # not w's: left alone
     assert await store.reports_done("w", results, NOW + 12) == 4
+    assert await store.reports_done("w", [], NOW + 12) == 0
     views = [(await store.reports_for(i))[0] for i in ids]
     assert [v.state for v in views] == ["pending", "dead", "pending", "dead", "pending"]
     assert [v.next_attempt_at for v in views] == [NOW + 100, None, NOW + 200, None, NOW + 4]
