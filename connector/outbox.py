@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import functools
+import hashlib
 import random
 import time
 import uuid
@@ -39,6 +40,7 @@ _MAINTENANCE_EVERY: Final = 60.0
 _IN_FLIGHT: Final = 64  # report POSTs in flight at once, per process
 _URL_CHUNKS: Final = 4  # a URL's leases per round, in batches: its backlog cannot take them all
 _encode = msgspec.json.Encoder()
+_URL_NAMESPACE: Final = uuid.NAMESPACE_URL.bytes
 
 
 def rfc3339(ts: float) -> str:
@@ -67,7 +69,7 @@ def report_builder(settings: Settings) -> ReportBuilder:
             code, detail = "expired", _expiry_detail(row.error_code, row.error_message)
         event = ReportEvent(
             # Stable per (message, platform status): a receiver can drop repeats by it.
-            event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{row.id}/{platform_status}")),
+            event_id=event_id(f"{row.id}/{platform_status}"),
             request_id=row.request_id,
             message_id=row.id,
             custom_data=row.custom_data,
@@ -86,6 +88,16 @@ def report_builder(settings: Settings) -> ReportBuilder:
                            payload=_encode.encode(event))
 
     return build
+
+
+def event_id(name: str) -> str:
+    """`str(uuid.uuid5(uuid.NAMESPACE_URL, name))`, without building a UUID object: one per
+    report, and the stdlib's object checks cost eight times the hash (measured)."""
+    digest = bytearray(hashlib.sha1(_URL_NAMESPACE + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _expiry_detail(vendor_code: str | None, message: str | None) -> str | None:
@@ -109,18 +121,25 @@ class Dispatcher:
         self.inbound_signer = ReportSigner(settings.inbound_secret or settings.report_secret,
                                            settings.report_auth_prefix)
         self.report = report_builder(settings)
-        self._wake = asyncio.Event()
+        # A wake is a flag plus, while the run loop waits, the future it waits on: cheaper than
+        # an asyncio.Event under wait_for (two wakes per message, one wait per POST).
+        self._woken = False
+        self._waiter: asyncio.Future[None] | None = None
         self._stopping = asyncio.Event()
         self._lease_seconds = settings.report_timeout * 3 + 30
         self._tasks: set[asyncio.Task[None]] = set()
         self._busy: dict[str, int] = {}  # URL -> its chunks in flight
+        self._more = False  # the last lease was cut short by a cap: more may be due at once
 
     def wake(self) -> None:
-        self._wake.set()
+        self._woken = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def stop(self) -> None:
         self._stopping.set()
-        self._wake.set()
+        self.wake()
 
     async def run(self) -> None:
         log.info("dispatcher_started", worker=self.worker)
@@ -131,17 +150,17 @@ class Dispatcher:
                 if now >= next_maintenance:
                     await self._maintain(now)
                     next_maintenance = now + _MAINTENANCE_EVERY
-                self._wake.clear()  # a wake from here on is seen by the idle wait below
+                self._woken = False  # a wake from here on is seen by the idle wait below
                 try:
-                    worked = await self.start_due()
+                    again = await self.start_due() and self._more
                 except ConnectorError as exc:
                     log.warning("dispatcher_store_error", error=exc.message)
-                    worked = False
+                    again = False
                 except Exception:
                     # A dispatcher that dies strands every report: log, pause, carry on.
                     log.exception("dispatcher_error")
-                    worked = False
-                if not worked:
+                    again = False
+                if not again:
                     try:
                         await self._idle()
                     except Exception:
@@ -165,17 +184,27 @@ class Dispatcher:
             await asyncio.wait(set(self._tasks))
 
     async def _idle(self) -> None:
-        try:
-            due = await self.store.next_report_due()
-        except ConnectorError:
-            due = None  # the store is away: look again after the usual pause
-        wait = _IDLE_POLL if due is None else min(_IDLE_POLL, max(0.0, due - time.time()))
-        if wait == 0.0 and self._tasks:
-            wait = _IDLE_POLL  # what is due waits for its URL's POSTs: each end wakes us
-        try:
-            await asyncio.wait_for(self._wake.wait(), wait)
-        except TimeoutError:
-            return
+        wait = _IDLE_POLL
+        if not self._tasks:
+            # With POSTs in flight each end wakes us, and what is due then waits at most the
+            # usual pause: only an idle dispatcher asks when the next retry is due.
+            try:
+                due = await self.store.next_report_due()
+            except ConnectorError:
+                due = None  # the store is away: look again after the usual pause
+            if due is not None:
+                wait = min(_IDLE_POLL, max(0.0, due - time.time()))
+        if not self._woken and wait > 0.0:
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            timer = loop.call_later(wait, _resolve, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        if not self._woken:
+            return  # the wait ran out
         # Woken by a fresh report: linger briefly so its neighbours share the POST.
         if self.settings.report_linger and not self._stopping.is_set():
             await asyncio.sleep(self.settings.report_linger)
@@ -212,14 +241,20 @@ class Dispatcher:
             await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
         batch = self.settings.report_batch
         room = _IN_FLIGHT - len(self._tasks)
+        limit, per_url = min(batch * 8, room * batch), batch * _URL_CHUNKS
+        self._more = False
         leased = await self.store.lease_reports(
-            self.worker, time.time(), min(batch * 8, room * batch), self._lease_seconds,
-            per_url=batch * _URL_CHUNKS, skip_urls=list(self._busy))
+            self.worker, time.time(), limit, self._lease_seconds, per_url=per_url,
+            skip_urls=list(self._busy))
         if not leased:
             return False
         by_url: dict[str, list[LeasedReport]] = defaultdict(list)
         for item in leased:
             by_url[item.url].append(item)
+        # Under both caps, the lease took every due report of every URL not busy (its window
+        # of candidates was not full either), and the URLs it took are busy now: a lease at
+        # once would find nothing, so the run loop waits for a wake instead.
+        self._more = len(leased) >= limit or any(len(v) >= per_url for v in by_url.values())
         for url, items in by_url.items():
             for i in range(0, len(items), batch):
                 self._busy[url] = self._busy.get(url, 0) + 1
@@ -233,7 +268,7 @@ class Dispatcher:
         left = self._busy.pop(url) - 1
         if left:
             self._busy[url] = left
-        self._wake.set()  # its URL may have more due, and there is room for more
+        self.wake()  # its URL may have more due, and there is room for more
 
     async def _deliver(self, items: list[LeasedReport]) -> None:
         try:
@@ -275,27 +310,34 @@ class Dispatcher:
             log.exception("report_post_error")
             error, retryable = f"unexpected {type(exc).__name__}", True
         outcome = "delivered" if error is None else "retry" if retryable else "dead"
-        results = []
-        for item in items:
-            next_at = None
-            item_outcome = outcome
-            if outcome == "retry":
-                # Retry right up to the horizon (the last wait is cut short to land on it);
-                # only an attempt at or past the horizon gives up.
-                horizon = item.created_at + self.settings.report_horizon
-                if started >= horizon:
-                    item_outcome = "dead"
-                else:
-                    next_at = min(started + self._backoff(item.attempts, retry_after), horizon)
-            results.append((item.id, ReportAttempt(at=started, outcome=item_outcome,
-                                                   status_code=status, error=error), next_at))
-        for _, attempt, _ in results:
-            metrics.REPORT_ATTEMPTS.labels(attempt.outcome).inc()
-            if attempt.outcome == "dead":
-                metrics.DEAD_LETTERS.inc()
+        # One attempt shared by the chunk's reports, and the metrics counted once per POST.
+        attempt = ReportAttempt(at=started, outcome=outcome, status_code=status, error=error)
+        if outcome == "retry":
+            results = self._retries(items, attempt, retry_after)
+            dead = sum(1 for result in results if result[1] is not attempt)
+        else:
+            results = [(item.id, attempt, None) for item in items]
+            dead = len(items) if outcome == "dead" else 0
+        _count(outcome, len(items), dead)
         log.info("report_attempt", url_host=_host(url), events=len(items),
                  status_code=status, outcome=outcome, error=error,
                  ms=round((time.time() - started) * 1000, 1))
+        return results
+
+    def _retries(self, items: list[LeasedReport], attempt: ReportAttempt,
+                 retry_after: float | None) -> list[tuple[int, ReportAttempt, float | None]]:
+        """Each report's next time. Retry right up to the horizon (the last wait is cut short
+        to land on it); only an attempt at or past the horizon gives up."""
+        started = attempt.at
+        dead = msgspec.structs.replace(attempt, outcome="dead")
+        results: list[tuple[int, ReportAttempt, float | None]] = []
+        for item in items:
+            horizon = item.created_at + self.settings.report_horizon
+            if started >= horizon:
+                results.append((item.id, dead, None))
+            else:
+                next_at = min(started + self._backoff(item.attempts, retry_after), horizon)
+                results.append((item.id, attempt, next_at))
         return results
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
@@ -303,6 +345,20 @@ class Dispatcher:
                       self.settings.report_backoff * 2 ** min(attempts, 30))
         delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # equal jitter
         return float(max(delay, retry_after or 0.0))
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _count(outcome: str, reports: int, dead: int) -> None:
+    """Attempt metrics for one POST: `dead` of its `reports` were given up on."""
+    if reports > dead:
+        metrics.REPORT_ATTEMPTS.labels(outcome).inc(reports - dead)
+    if dead:
+        metrics.REPORT_ATTEMPTS.labels("dead").inc(dead)
+        metrics.DEAD_LETTERS.inc(dead)
 
 
 def _host(url: str) -> str | None:

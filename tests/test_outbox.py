@@ -12,12 +12,13 @@ from typing import Any
 
 import msgspec
 import pytest
+from prometheus_client import REGISTRY
 
 from connector.errors import StoreUnavailable
 from connector.http import HttpClient
 from connector.model import Status, StatusUpdate
 from connector.netcheck import AddressGuard
-from connector.outbox import Dispatcher, report_builder
+from connector.outbox import Dispatcher, event_id, report_builder
 from connector.settings import Settings
 from connector.store.base import LeasedReport, MessageRow, NewMessage
 from connector.store.sqlite import SqliteStore
@@ -240,3 +241,91 @@ async def test_retries_run_right_up_to_the_horizon(parts: tuple[SqliteStore, Dis
     (view,) = await store.reports_for(message_id)
     assert [a.outcome for a in view.attempts] == ["retry", "delivered"]
     assert view.state == "delivered"
+
+
+def test_event_ids_are_the_uuid5_of_message_and_status() -> None:
+    for name in (f"{uuid.uuid4().hex}/delivered", "m-1/failed", "é/✓", ""):
+        assert event_id(name) == str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+
+
+async def test_a_lease_under_its_caps_says_nothing_more_is_due(
+        parts: tuple[SqliteStore, Dispatcher], receiver: ReportReceiver) -> None:
+    store, dispatcher = parts  # batch 3: a URL's lease is capped at 12
+    for i in range(12):
+        await delivered(store, dispatcher, receiver.url("a"), f"a{i}")
+    await delivered(store, dispatcher, receiver.url("b"), "b0")
+    assert await dispatcher.start_due()
+    assert dispatcher._more  # a's cap cut the lease short: the run loop leases again
+    await dispatcher.settle()
+    await delivered(store, dispatcher, receiver.url("a"), "a12")
+    assert await dispatcher.start_due()
+    assert not dispatcher._more  # it took everything due: the run loop waits for a wake
+    await dispatcher.settle()
+    assert len(receiver.events) == 14
+
+
+async def test_a_failed_chunk_retries_and_dead_letters_each_report_by_its_horizon(
+        parts: tuple[SqliteStore, Dispatcher], receiver: ReportReceiver) -> None:
+    store, dispatcher = parts
+    dispatcher.settings = dispatcher.settings.replace(report_horizon=60.0)
+    old = await delivered(store, dispatcher, receiver.url(), "old")
+    fresh = await delivered(store, dispatcher, receiver.url(), "fresh")
+    # one chunk, one POST: the old report's horizon has passed, the fresh one's has not
+    store.db.execute("UPDATE outbox SET created_at = created_at - 61 WHERE message_id = ?",
+                     (old,))
+    before = (_sample("connector_report_attempts_total", outcome="retry"),
+              _sample("connector_report_attempts_total", outcome="dead"),
+              _sample("connector_dead_letters_total"))
+    receiver.script([503])
+    await dispatcher.deliver_due()
+    after = (_sample("connector_report_attempts_total", outcome="retry"),
+             _sample("connector_report_attempts_total", outcome="dead"),
+             _sample("connector_dead_letters_total"))
+    assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 1]
+    (dead,), (retried,) = await store.reports_for(old), await store.reports_for(fresh)
+    assert (dead.state, [a.outcome for a in dead.attempts]) == ("dead", ["dead"])
+    assert (retried.state, [a.outcome for a in retried.attempts]) == ("pending", ["retry"])
+    assert [a.status_code for a in dead.attempts + retried.attempts] == [503, 503]
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_a_dispatcher_with_posts_in_flight_waits_without_asking_the_store(
+        parts: tuple[SqliteStore, Dispatcher]) -> None:
+    store, dispatcher = parts
+    asked: list[float | None] = []
+    real = store.next_report_due
+
+    async def counted() -> float | None:
+        asked.append(await real())
+        return asked[-1]
+
+    store.next_report_due = counted  # type: ignore[method-assign]
+    in_flight = asyncio.create_task(asyncio.sleep(30))
+    dispatcher._tasks.add(in_flight)  # its end would wake the dispatcher
+    dispatcher.wake()
+    await dispatcher._idle()
+    assert asked == []
+    dispatcher._tasks.clear()
+    in_flight.cancel()
+    dispatcher.wake()
+    await dispatcher._idle()
+    assert asked == [None]  # idle, it asks when the next retry is due
+
+
+async def test_a_wake_ends_the_idle_wait_and_one_before_it_is_not_lost(
+        parts: tuple[SqliteStore, Dispatcher], monkeypatch: pytest.MonkeyPatch) -> None:
+    _, dispatcher = parts
+    monkeypatch.setattr("connector.outbox._IDLE_POLL", 3600.0)  # only a wake ends the wait
+    waiting = asyncio.create_task(dispatcher._idle())
+    await asyncio.sleep(0)  # SQLite answers at once: the task is waiting now
+    assert dispatcher._waiter is not None
+    dispatcher.wake()
+    await asyncio.wait_for(waiting, 30)
+    assert dispatcher._waiter is None
+    # A wake that lands while the run loop leases (before it waits) is seen at once.
+    dispatcher._woken = False
+    dispatcher.wake()
+    await asyncio.wait_for(dispatcher._idle(), 30)

@@ -66,6 +66,30 @@ _DUE: Final = (
     "AND url NOT IN (SELECT value FROM json_each(?)) ORDER BY next_at LIMIT ?)) "
     "WHERE n <= ? ORDER BY next_at LIMIT ?"
 )
+_LEASE: Final = (
+    f"UPDATE outbox SET lease_until = ?, leased_by = ? WHERE id IN ({_DUE})"
+    " RETURNING id, event_id, url, payload, attempts,"
+    " COALESCE(replayed_at, created_at)"  # a replay's horizon runs from it
+)
+# Recording attempts: of reports still held by the worker (`leased_by`, still pending).
+_HELD: Final = "leased_by = ? AND state = 'pending'"
+_HELD_IDS: Final = f"id IN (SELECT value FROM json_each(?)) AND {_HELD}"
+_LOG_SETTLED: Final = (
+    "INSERT INTO report_attempts (outbox_id, at, outcome, status_code, error) "
+    f"SELECT id, ?, ?, ?, ? FROM outbox WHERE {_HELD_IDS}"
+)
+_SETTLE: Final = (
+    "UPDATE outbox SET attempts = attempts + 1, lease_until = 0, leased_by = NULL, state = ?, "
+    f"last_error = ?, done_at = ? WHERE {_HELD_IDS}"
+)
+_LOG_ATTEMPT: Final = (
+    "INSERT INTO report_attempts (outbox_id, at, outcome, status_code, error) "
+    f"SELECT id, ?, ?, ?, ? FROM outbox WHERE id = ? AND {_HELD}"
+)
+_RETRY: Final = (
+    "UPDATE outbox SET attempts = attempts + 1, lease_until = 0, leased_by = NULL, "
+    f"next_at = COALESCE(?, next_at), last_error = ?, done_at = NULL WHERE id = ? AND {_HELD}"
+)
 _CHECKPOINT_EVERY: Final = 1.0  # seconds between WAL checkpoints, off the event loop
 _BUSY_RETRY_FIRST: Final = 0.0005  # seconds; doubles while another process holds the lock
 _BUSY_RETRY_MAX: Final = 0.01
@@ -585,39 +609,49 @@ class SqliteStore:
     async def lease_reports(self, worker: str, now: float, limit: int, lease_seconds: float,
                             *, per_url: int | None = None,
                             skip_urls: Sequence[str] = ()) -> list[LeasedReport]:
-        with self._tx() as db:
-            rows = db.execute(
-                f"UPDATE outbox SET lease_until = ?, leased_by = ? WHERE id IN ({_DUE})"
-                " RETURNING id, event_id, url, payload, attempts,"
-                " COALESCE(replayed_at, created_at)",  # a replay's horizon runs from it
-                (now + lease_seconds, worker, now, now, json.dumps(list(skip_urls)),
-                 limit * LEASE_WINDOW, per_url or limit, limit),
-            ).fetchall()
+        # One statement in autocommit: it takes the write lock as BEGIN IMMEDIATE would and
+        # commits when done, without the two extra statements a transaction costs.
+        with self._errors() as db:
+            rows = db.execute(_LEASE, (
+                now + lease_seconds, worker, now, now, json.dumps(list(skip_urls)),
+                limit * LEASE_WINDOW, per_url or limit, limit)).fetchall()
         return [LeasedReport(id=r[0], event_id=r[1], url=r[2], payload=r[3], attempts=r[4],
                              created_at=r[5]) for r in rows]
 
     async def reports_done(self, worker: str,
                            results: list[tuple[int, ReportAttempt, float | None]],
                            now: float) -> int:
-        written = 0
-        with self._tx() as db:
-            for report_id, a, next_at in results:
-                # Only while this worker still holds the report: after its lease expired,
-                # another may have delivered it, and this late word must not undo that.
-                if db.execute(
-                    "UPDATE outbox SET attempts = attempts + 1, lease_until = 0, "
-                    "leased_by = NULL, state = CASE ? WHEN 'retry' THEN 'pending' ELSE ? END, "
-                    "next_at = COALESCE(?, next_at), last_error = ?, "
-                    "done_at = CASE ? WHEN 'retry' THEN NULL ELSE ? END "
-                    "WHERE id = ? AND leased_by = ? AND state = 'pending'",
-                    (a.outcome, a.outcome, next_at, a.error, a.outcome, now, report_id, worker),
-                ).rowcount:
-                    written += 1
-                    db.execute(
-                        "INSERT INTO report_attempts (outbox_id, at, outcome, status_code, "
-                        "error) VALUES (?,?,?,?,?)",
-                        (report_id, a.at, a.outcome, a.status_code, a.error))
-        return written
+        # Only rows this worker still holds are written: after its lease expired another may
+        # have delivered one, and this late word must not undo that. A POST's reports share
+        # one attempt, so those it settles (delivered, dead) take two statements over a JSON
+        # list of ids; retries (failures only) are bound row by row, each with its own time.
+        if not results:
+            return 0
+        settled: dict[int, tuple[ReportAttempt, list[int]]] = {}
+        retries = []
+        for report_id, attempt, next_at in results:
+            if attempt.outcome != "retry":
+                settled.setdefault(id(attempt), (attempt, []))[1].append(report_id)
+            else:
+                retries.append((report_id, attempt, next_at))
+
+        def record(db: sqlite3.Connection) -> int:
+            written = 0
+            for a, ids in settled.values():
+                held = json.dumps(ids)
+                db.execute(_LOG_SETTLED, (a.at, a.outcome, a.status_code, a.error, held, worker))
+                written += db.execute(_SETTLE, (a.outcome, a.error, now, held, worker)).rowcount
+            if retries:
+                db.executemany(_LOG_ATTEMPT, [
+                    (a.at, a.outcome, a.status_code, a.error, report_id, worker)
+                    for report_id, a, _ in retries])
+                written += db.executemany(_RETRY, [
+                    (next_at, a.error, report_id, worker)
+                    for report_id, a, next_at in retries]).rowcount
+            return written
+
+        # In the group commit: one COMMIT with the status changes arriving meanwhile.
+        return await self._write(record)
 
     async def release_reports(self, worker: str) -> None:
         with self._errors() as db:

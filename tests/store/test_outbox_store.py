@@ -40,6 +40,30 @@ async def test_a_worker_whose_lease_expired_cannot_undo_a_delivery(store: Store)
     assert await store.lease_reports("slow", NOW + 999, 10, 30) == []
 
 
+async def test_one_chunk_records_shared_and_own_outcomes_of_held_reports_only(
+        store: Store) -> None:
+    ids = [await queued(store, "https://r", NOW + n) for n in range(5)]
+    items = sorted(await store.lease_reports("w", NOW + 10, 4, 30), key=lambda i: i.created_at)
+    (theirs,) = await store.lease_reports("other", NOW + 10, 4, 30)
+    # As _post hands them over: one attempt object for the chunk, another for horizon-dead.
+    retry = ReportAttempt(at=NOW + 11, outcome="retry", status_code=503, error="HTTP 503")
+    dead = ReportAttempt(at=NOW + 11, outcome="dead", status_code=503, error="HTTP 503")
+    results = [(items[0].id, retry, NOW + 100), (items[1].id, dead, None),
+               (items[2].id, retry, NOW + 200), (items[3].id, dead, None),
+               (theirs.id, dead, None)]  # not w's: left alone
+    assert await store.reports_done("w", results, NOW + 12) == 4
+    assert await store.reports_done("w", [], NOW + 12) == 0
+    views = [(await store.reports_for(i))[0] for i in ids]
+    assert [v.state for v in views] == ["pending", "dead", "pending", "dead", "pending"]
+    assert [v.next_attempt_at for v in views] == [NOW + 100, None, NOW + 200, None, NOW + 4]
+    assert [[a.outcome for a in v.attempts] for v in views] == [
+        ["retry"], ["dead"], ["retry"], ["dead"], []]
+    assert [a.status_code for v in views for a in v.attempts] == [503] * 4
+    assert await store.lease_reports("w", NOW + 39, 10, 30) == []  # theirs is still leased
+    due = await store.lease_reports("w", NOW + 100, 10, 30)
+    assert sorted(i.id for i in due) == sorted([items[0].id, theirs.id])
+
+
 async def test_leases_are_capped_per_url_and_skip_busy_urls(store: Store) -> None:
     for n in range(6):  # a backlog on one URL, due before anything else
         await queued(store, "https://busy.example/r", NOW + n)

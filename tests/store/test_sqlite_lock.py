@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from connector.errors import StoreUnavailable
+from connector.model import Status, StatusUpdate
+from connector.store.base import ReportAttempt
 from connector.store.sqlite import SqliteStore
-from tests.store.test_store import NOW, new
+from tests.store.test_store import NOW, new, report_all
 
 
 async def test_a_write_waits_for_the_lock_without_stopping_the_event_loop(
@@ -69,4 +71,27 @@ async def test_the_wal_is_checkpointed_off_the_event_loop(tmp_path: Path,
             await asyncio.sleep(0.01)
         assert path.stat().st_size > before + 200 * 2000
     finally:
+        await store.close()
+
+
+async def test_report_results_wait_for_the_lock_without_stopping_the_event_loop(
+        tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "c.db", busy_timeout=30.0)
+    await store.open()
+    other = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+    try:
+        m = new()
+        await store.claim(m, NOW)
+        await store.apply_status(m.id, StatusUpdate(status=Status.DELIVERED), NOW, report_all)
+        (item,) = await store.lease_reports("w", NOW, 10, 30)
+        other.execute("BEGIN IMMEDIATE")  # another process is writing
+        ok = ReportAttempt(at=NOW, outcome="delivered", status_code=200, error=None)
+        done = asyncio.ensure_future(store.reports_done("w", [(item.id, ok, None)], NOW))
+        for _ in range(20):  # the loop keeps serving other work meanwhile
+            await asyncio.sleep(0.005)
+        assert not done.done()
+        other.execute("COMMIT")
+        assert await asyncio.wait_for(done, 30) == 1
+    finally:
+        other.close()
         await store.close()
