@@ -32,7 +32,7 @@ from connector.store.base import (
 from connector.store.batch import Batcher
 from connector.store.parts import Part, part_update, settled
 from connector.store.schema_pg import MIGRATION_LOCK, MIGRATIONS_PG, VERSION_TABLE
-from connector.store.sqlite import accepted_outcome, stamped
+from connector.store.sqlite import STATUS_OF, accepted_outcome, advances, stamped
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -233,7 +233,7 @@ class _Stamp(msgspec.Struct, frozen=True, kw_only=True):
 
 def _row(record: asyncpg.Record) -> MessageRow:
     fields = dict(record.items())
-    fields["status"] = Status(fields["status"])
+    fields["status"] = STATUS_OF[fields["status"]]
     return MessageRow(**fields)
 
 
@@ -524,7 +524,7 @@ class PostgresStore:
         message sets updated_at). None when the locking path must decide: the row changed,
         the update does not move the status forward, or the message has several parts."""
         if ((update.part_id is not None and (seen.parts > 1 or not seen.answered))
-                or not update.status.advances(seen.status)):
+                or not advances(update, seen)):
             return None
         new = stamped(seen, update, now)
         entry = report(new, update, now)
