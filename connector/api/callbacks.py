@@ -24,7 +24,7 @@ from connector.errors import BadRequest, InvalidSignature, PayloadTooLarge
 from connector.model import Applied, StatusUpdate
 from connector.optouts import suppress_reported
 from connector.services import Services
-from connector.store.base import MessageRow
+from connector.store.base import MessageRow, OutboxEntry, ReportBuilder
 from connector.vendors import VENDORS
 from connector.vendors.base import Callback, Vendor
 
@@ -141,6 +141,25 @@ async def _body(receive: Any, headers: dict[str, str], limit: int) -> bytes:
             return b"".join(chunks)
 
 
+class _Reports:
+    """The deployment's report builder, noting whether it built a report: the dispatcher is
+    woken only then. A status the platform does not hear of (`sent` under the default
+    CONNECTOR_REPORT_STATUSES) woke it for a lease query and an idle wait that found nothing.
+    A report built but not written (the row changed meanwhile) costs one needless wake."""
+
+    __slots__ = ("build", "built")
+
+    def __init__(self, build: ReportBuilder) -> None:
+        self.build = build
+        self.built = False
+
+    def __call__(self, row: MessageRow, update: StatusUpdate, now: float) -> OutboxEntry | None:
+        entry = self.build(row, update, now)
+        if entry is not None:
+            self.built = True
+        return entry
+
+
 async def _status(scope: Any, receive: Any, services: Services, vendor: Vendor) -> Response:
     # Whatever can be checked without the body is checked before it is read: a forged
     # callback costs no read and no parse.
@@ -183,14 +202,14 @@ async def _status(scope: Any, receive: Any, services: Services, vendor: Vendor) 
             verified.add(row.id)
         pending.append((row, update))
     now = time.time()
+    report = _Reports(services.report)
     for row, update in pending:
         structlog.contextvars.bind_contextvars(message_id=row.id)
-        applied = await services.store.apply_status(row.id, update, now, services.report,
-                                                    seen=row)
+        applied = await services.store.apply_status(row.id, update, now, report, seen=row)
         metrics.CALLBACKS.labels(vendor.name, str(applied)).inc()
         log.info("callback_applied", status=str(update.status), part=update.part_id,
                  result=str(applied))
-        if applied is Applied.APPLIED:
+        if applied is Applied.APPLIED and report.built:
             services.dispatcher.wake()
         if update.opted_out:
             await suppress_reported(services, row, update, applied)
