@@ -109,8 +109,10 @@ def _fields(text: str, what: str) -> list[tuple[str, str]]:
             continue
         name, _, value = field.partition("=")
         if "%" in field or "+" in field:
-            name, value = unquote_plus(name, errors="replace"), unquote_plus(value,
-                                                                            errors="replace")
+            if "%" in name or "+" in name:
+                name = unquote_plus(name, errors="replace")
+            if "%" in value or "+" in value:
+                value = unquote_plus(value, errors="replace")
         fields.append((name, value))
     return fields
 

@@ -529,7 +529,7 @@ class PostgresStore:
         new = stamped(seen, update, now)
         entry = report(new, update, now)
         stamp = _Stamp(
-            id=seen.id, seen_at=seen.updated_at, status=new.status.value,
+            id=seen.id, seen_at=seen.updated_at, status=str(new.status),
             vendor_message_id=new.vendor_message_id, from_number=new.from_number,
             segments=new.segments, error_code=new.error_code, error_message=new.error_message,
             handed_off_at=new.handed_off_at, delivered_at=new.delivered_at,
@@ -565,7 +565,7 @@ class PostgresStore:
                          report: ReportBuilder) -> None:
         new = stamped(row, update, now)
         stamp: list[Any] = [
-            new.status.value, new.vendor_message_id, new.from_number, new.segments,
+            str(new.status), new.vendor_message_id, new.from_number, new.segments,
             new.error_code, new.error_message, new.handed_off_at, new.delivered_at,
             new.errored_at, now, row.id]
         entry = report(new, update, now)

@@ -533,7 +533,7 @@ class SqliteStore:
                if_updated_at: float | None) -> bool:
         """Write the new status and queue its report; with `if_updated_at`, only when the row
         is still the one read (False, and nothing written, when it is not)."""
-        values = (new.status.value, new.vendor_message_id, new.from_number, new.segments,
+        values = (str(new.status), new.vendor_message_id, new.from_number, new.segments,
                   new.error_code, new.error_message, new.handed_off_at, new.delivered_at,
                   new.errored_at, now, new.id)
         if if_updated_at is None:
