@@ -52,8 +52,42 @@ def test_connector_ids_get_compact_tokens_that_fit_vonage_callbacks() -> None:
     assert len(f"{public}/callbacks/vonage/status?m={token}") <= 100
 
 
+def test_a_compact_token_has_one_spelling() -> None:
+    tokens = CallbackTokens("deployment-secret")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    for _ in range(20):
+        token = tokens.sign(new_message_id())
+        last = alphabet.index(token[-1])
+        # The last character carries 4 MAC bits and 2 spare ones: other spare bits, same
+        # decoded bytes, and still refused.
+        for spare in range(1, 4):
+            assert tokens.unsign(token[:-1] + alphabet[last ^ spare]) is None
+    assert tokens.unsign("\u00e9" * 33) is None
+    assert tokens.unsign("!" * 33) is None
+
+
 def test_tokens_made_before_the_compact_form_still_verify() -> None:
     tokens = CallbackTokens("deployment-secret")
     message_id = new_message_id()
     old = tokens._signer.sign(message_id).decode()  # the itsdangerous form sent until now
     assert tokens.unsign(old) == message_id
+
+
+def test_verified_tokens_are_remembered_boundedly_and_forged_ones_never() -> None:
+    tokens = CallbackTokens("deployment-secret")
+    message_id = new_message_id()
+    token = tokens.sign(message_id)
+    assert tokens.unsign(token) == message_id
+    tokens._key = b"another key"  # a second look would now fail: the answer is remembered
+    assert tokens.unsign(token) == message_id
+    forged = tokens.sign(new_message_id())  # made with the other key: refused, and again
+    tokens._key = _derive_again("deployment-secret")
+    assert tokens.unsign(forged) is None
+    assert tokens.unsign(forged) is None and forged not in tokens._verified
+    for _ in range(5000):
+        tokens.unsign(tokens.sign(new_message_id()))
+    assert len(tokens._verified) <= 4096 and token not in tokens._verified
+
+
+def _derive_again(secret: str) -> bytes:
+    return CallbackTokens(secret)._key

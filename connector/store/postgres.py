@@ -33,7 +33,7 @@ from connector.store.batch import Batcher
 from connector.store.parts import Part, part_update, settled
 from connector.store.pgpool import Connection, Pool
 from connector.store.schema_pg import MIGRATION_LOCK, MIGRATIONS_PG, VERSION_TABLE
-from connector.store.sqlite import accepted_outcome, stamped
+from connector.store.sqlite import STATUS_OF, accepted_outcome, advances, stamped
 
 Conn: TypeAlias = Connection
 # Named as MessageRow's fields, so a row converts by keyword.
@@ -299,7 +299,7 @@ class _Stamp(msgspec.Struct, frozen=True, kw_only=True):
 
 def _row(record: asyncpg.Record) -> MessageRow:
     fields = dict(record.items())
-    fields["status"] = Status(fields["status"])
+    fields["status"] = STATUS_OF[fields["status"]]
     return MessageRow(**fields)
 
 
@@ -624,12 +624,12 @@ class PostgresStore:
         message sets updated_at). None when the locking path must decide: the row changed,
         the update does not move the status forward, or the message has several parts."""
         if ((update.part_id is not None and (seen.parts > 1 or not seen.answered))
-                or not update.status.advances(seen.status)):
+                or not advances(update, seen)):
             return None
         new = stamped(seen, update, now)
         entry = report(new, update, now)
         stamp = _Stamp(
-            id=seen.id, seen_at=seen.updated_at, status=new.status.value,
+            id=seen.id, seen_at=seen.updated_at, status=str(new.status),
             vendor_message_id=new.vendor_message_id, from_number=new.from_number,
             segments=new.segments, error_code=new.error_code, error_message=new.error_message,
             handed_off_at=new.handed_off_at, delivered_at=new.delivered_at,
@@ -665,7 +665,7 @@ class PostgresStore:
                          report: ReportBuilder) -> None:
         new = stamped(row, update, now)
         stamp: list[Any] = [
-            new.status.value, new.vendor_message_id, new.from_number, new.segments,
+            str(new.status), new.vendor_message_id, new.from_number, new.segments,
             new.error_code, new.error_message, new.handed_off_at, new.delivered_at,
             new.errored_at, now, row.id]
         entry = report(new, update, now)
