@@ -21,7 +21,7 @@ from typing import Final
 import msgspec
 
 from connector.model import StatusUpdate
-from connector.store.base import InboundRecord, SendOutcome
+from connector.store.base import DeadLetterFilter, InboundRecord, SendOutcome
 
 REPLACEMENT: Final = "\ufffd"
 
@@ -77,3 +77,10 @@ def cleaned_record(record: InboundRecord) -> InboundRecord:
         return r
     return msgspec.structs.replace(r, vendor_message_id=clean(r.vendor_message_id),
                                    number=clean(r.number), reason=clean(r.reason))
+
+
+def cleaned_filter(which: DeadLetterFilter) -> DeadLetterFilter:
+    """An operator's dead-letter filter as text can hold it (a host with NUL matches none)."""
+    if which.host is None or "\x00" not in which.host:
+        return which
+    return msgspec.structs.replace(which, host=clean(which.host))

@@ -794,13 +794,15 @@ class PostgresStore:
 
     async def dead_letters(self, which: DeadLetterFilter, after: int, limit: int
                            ) -> list[DeadLetter]:
-        query, params = deadletters.list_query(which, after, limit, postgres=True)
+        query, params = deadletters.list_query(nul.cleaned_filter(which), after, limit,
+                                               postgres=True)
         async with self._conn() as conn:
             return deadletters.rows(await conn.fetch(query, *params))
 
     async def replay_dead(self, which: DeadLetterFilter, ids: list[int] | None,
                           now: float) -> int:
-        statement, params = deadletters.replay_statement(which, ids, now, postgres=True)
+        statement, params = deadletters.replay_statement(nul.cleaned_filter(which), ids, now,
+                                                         postgres=True)
         async with self._conn() as conn:
             return int(await conn.fetchval(statement, *params))
 
@@ -841,14 +843,15 @@ class PostgresStore:
                 "SELECT account, number, reason, vendor_code, created_at, credential "
                 "FROM suppressions WHERE $1::text IS NULL OR account = $1 "
                 "ORDER BY created_at DESC, account, number, credential LIMIT $2 OFFSET $3",
-                account, limit, offset)
+                nul.clean(account), limit, offset)
         return [Suppression(account=r[0], number=r[1], reason=r[2], vendor_code=r[3],
                             created_at=r[4], credential=r[5]) for r in rows]
 
     async def unsuppress(self, account: str, number: str) -> bool:
         async with self._conn() as conn:
             status = await conn.execute(
-                "DELETE FROM suppressions WHERE account = $1 AND number = $2", account, number)
+                "DELETE FROM suppressions WHERE account = $1 AND number = $2",
+                nul.clean(account), nul.clean(number))
         return bool(status != "DELETE 0")
 
     async def remember_account(self, vendor: str, account: str, sealed: bytes,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from connector.model import Applied, Status, StatusUpdate
 from connector.store.base import (
+    DeadLetterFilter,
     InboundRecord,
     OutboxEntry,
     SendOutcome,
@@ -134,3 +135,14 @@ async def test_inbound_and_suppressions_with_nul_are_stored_without_failing(stor
     listed = await store.suppressions("twilio:AC1", 10, 0)
     assert len(listed) == 2
     assert await store.find("no\x00such") is None
+
+
+async def test_operator_filters_with_nul_match_nothing_without_failing(store: Store) -> None:
+    await store.suppress("twilio:AC1", "+447911123456", "refused", None, NOW)
+    assert await store.suppressions("twilio:AC1\x00", 10, 0) == []
+    assert not await store.unsuppress("twilio:AC1\x00", "+447911123456")
+    assert not await store.unsuppress("twilio:AC1", "+44791112345\x00")
+    assert len(await store.suppressions("twilio:AC1", 10, 0)) == 1
+    which = DeadLetterFilter(host="r\x00")
+    assert await store.dead_letters(which, 0, 10) == []
+    assert await store.replay_dead(which, None, NOW) == 0
