@@ -9,6 +9,7 @@ replaced, but must never make the store fail (a 503 the vendor or platform retri
 from __future__ import annotations
 
 from connector.model import Applied, Status, StatusUpdate
+from connector.store import nul
 from connector.store.base import (
     DeadLetterFilter,
     InboundRecord,
@@ -146,3 +147,15 @@ async def test_operator_filters_with_nul_match_nothing_without_failing(store: St
     which = DeadLetterFilter(host="r\x00")
     assert await store.dead_letters(which, 0, 10) == []
     assert await store.replay_dead(which, None, NOW) == 0
+
+
+def test_the_common_value_passes_through_untouched() -> None:
+    """No NUL: the very same objects come back, so nothing is copied on the common path."""
+    update = StatusUpdate(status=Status.FAILED, vendor_message_id="SM1", error_code="30003",
+                          error_message="None of it \\x00")
+    assert nul.cleaned_update(update) is update
+    outcome = SendOutcome(response=StoredResponse(status=200, body=b"{}"),
+                          status=Status.ACCEPTED, vendor_message_id="SM1")
+    assert nul.cleaned_outcome(outcome) is outcome
+    assert nul.exact("plain") is None and nul.shown("plain") == "plain"
+    assert nul.restored(nul.shown(AWKWARD), nul.exact(AWKWARD)) == AWKWARD
