@@ -60,7 +60,7 @@ def dead_filter(host: str | None, since: str | None, until: str | None) -> DeadL
     """The filter from an operator's words; BadRequest names what is wrong."""
     if host is not None:
         host = host.strip().lower().strip("[]")
-        if not host or any(c in host for c in "/?#@ "):
+        if not host or any(c in host for c in "/?#@ ") or not host.isprintable():
             raise BadRequest("host must be a bare host name, as in the callback URL",
                              code="invalid_field")
     which = DeadLetterFilter(host=host,

@@ -113,6 +113,10 @@ def check_common(body: SendBody) -> None:
                          code="invalid_field")
     if not (body.callback_url or body.webhook_url):
         raise BadRequest("callback_url (or webhook_url) is required", code="invalid_field")
+    if body.request_id and "\x00" in body.request_id:
+        # The dedupe key is looked up as text, and PostgreSQL text cannot hold NUL: refused
+        # here on every store, rather than a 503 the platform would retry for ever.
+        raise BadRequest("request_id must not contain NUL (U+0000)", code="invalid_field")
 
 
 class Content(NamedTuple):

@@ -12,7 +12,7 @@ import msgspec
 
 from connector.errors import StoreUnavailable
 from connector.model import Applied, Status, StatusUpdate
-from connector.store import deadletters, inbound
+from connector.store import deadletters, inbound, nul
 from connector.store.base import (
     LEASE_WINDOW,
     Claim,
@@ -36,10 +36,11 @@ from connector.store.schema_pg import MIGRATION_LOCK, MIGRATIONS_PG, VERSION_TAB
 from connector.store.sqlite import STATUS_OF, accepted_outcome, advances, stamped
 
 Conn: TypeAlias = Connection
-# Named as MessageRow's fields, so a row converts by keyword.
+# Named as MessageRow's fields, so a row converts by keyword; then custom_data's exact copy
+# (store/nul.py), which _row takes out.
 _ROW_COLUMNS: Final = ", ".join(
     "response_status IS NOT NULL AS answered" if name == "answered" else name
-    for name in MessageRow.__struct_fields__)
+    for name in MessageRow.__struct_fields__) + ", custom_data_exact"
 _PURGE_BATCH: Final = 5000
 # Everything the driver raises: server errors, a lost or refused connection, a timeout
 # (TimeoutError is an OSError), a closed pool. All of them are "try again later" to a caller.
@@ -58,8 +59,8 @@ _CLAIM_TRIES: Final = 5
 _CLAIM: Final = (
     "WITH ins AS (INSERT INTO messages (id, request_id, claim_key, vendor, sealed_settings, "
     "sender, to_number, custom_data, callback_url, metadata, status, segments, encoding, "
-    "claimed_until, created_at, updated_at) "
-    "VALUES ($1,$2,$14,$3,$4,$5,$6,$7,$8,$9,'pending',$10,$11,$12,$13,$13) "
+    "claimed_until, created_at, updated_at, custom_data_exact) "
+    "VALUES ($1,$2,$14,$3,$4,$5,$6,$7,$8,$9,'pending',$10,$11,$12,$13,$13,$15) "
     "ON CONFLICT (claim_key) DO NOTHING RETURNING id) "
     "SELECT TRUE AS claimed, id, NULL::integer, NULL::bytea, NULL::double precision, "
     "$12 AS claimed_until, 'pending', FALSE FROM ins UNION ALL "
@@ -75,17 +76,19 @@ _CLAIM_MANY: Final = (
     "WITH input AS (SELECT id, request_id, vendor, decode(sealed_settings, 'base64') "
     "AS sealed_settings, sender, to_number, custom_data, callback_url, "
     "decode(metadata, 'base64') AS metadata, segments, encoding, claimed_until, now, claim_key, "
-    "sup_account, sup_credential "
+    "sup_account, sup_credential, decode(custom_data_exact, 'base64') AS custom_data_exact "
     "FROM json_to_recordset($1::json) AS i(id text, request_id text, vendor text, "
     "sealed_settings text, sender text, to_number text, custom_data text, callback_url text, "
     "metadata text, segments integer, encoding text, claimed_until double precision, "
-    "now double precision, claim_key text, sup_account text, sup_credential text)), "
+    "now double precision, claim_key text, sup_account text, sup_credential text, "
+    "custom_data_exact text)), "
     "ins AS (INSERT INTO messages (id, request_id, claim_key, vendor, sealed_settings, "
     "sender, to_number, custom_data, callback_url, metadata, status, segments, encoding, "
-    "claimed_until, created_at, updated_at) "
+    "claimed_until, created_at, updated_at, custom_data_exact) "
     "SELECT id, request_id, claim_key, vendor, sealed_settings, sender, to_number, "
     "custom_data, callback_url, metadata, 'pending', segments, encoding, claimed_until, now, "
-    "now FROM input ORDER BY claim_key ON CONFLICT (claim_key) DO NOTHING RETURNING id) "
+    "now, custom_data_exact FROM input ORDER BY claim_key ON CONFLICT (claim_key) DO NOTHING "
+    "RETURNING id) "
     "SELECT i.id AS mine, TRUE, i.id, NULL::integer, NULL::bytea, NULL::double precision, "
     "i.claimed_until, 'pending', FALSE, "
     # The send's suppression check (is_suppressed's), answered with the claim it follows.
@@ -144,8 +147,8 @@ _RECORD_OUTCOMES: Final = (
 # outcomes and statuses commit in other transactions, at the server's setting, and any later
 # synchronous commit flushes this one's WAL with its own.
 _KEEP_TEXT: Final = (
-    "UPDATE messages SET text = $1 FROM (SELECT set_config('synchronous_commit', 'off', true)) "
-    "AS async_commit WHERE id = $2"
+    "UPDATE messages SET text = $1, text_exact = $3 FROM (SELECT "
+    "set_config('synchronous_commit', 'off', true)) AS async_commit WHERE id = $2"
 )
 _STAMP: Final = (
     "UPDATE messages SET status = $1, vendor_message_id = $2, from_number = $3, segments = $4, "
@@ -245,6 +248,7 @@ class _ClaimRow(msgspec.Struct):
     claimed_until: float
     now: float
     claim_key: str | None
+    custom_data_exact: bytes | None  # when custom_data holds NUL (store/nul.py)
     sup_account: str | None  # the tenant whose suppression list to check; None: no check
     sup_credential: str | None
 
@@ -300,6 +304,9 @@ class _Stamp(msgspec.Struct, frozen=True, kw_only=True):
 def _row(record: asyncpg.Record) -> MessageRow:
     fields = dict(record.items())
     fields["status"] = STATUS_OF[fields["status"]]
+    exact = fields.pop("custom_data_exact")
+    if exact is not None:
+        fields["custom_data"] = bytes(exact).decode()
     return MessageRow(**fields)
 
 
@@ -449,8 +456,9 @@ class PostgresStore:
                           ) -> list[Claim | None]:
         rows = await self._fetch_json(_CLAIM_MANY, [
             _ClaimRow(m.id, m.request_id, m.vendor, m.sealed_settings, m.sender, m.to_number,
-                      m.custom_data, m.callback_url, m.metadata, m.segments, m.encoding,
-                      m.claimed_until, now, m.claim_key, *(check or (None, None)))
+                      nul.shown(m.custom_data), m.callback_url, m.metadata, m.segments,
+                      m.encoding, m.claimed_until, now, m.claim_key, nul.exact(m.custom_data),
+                      *(check or (None, None)))
             for m, now, check in items])
         if rows is None:
             return [None] * len(items)  # each claims alone instead
@@ -492,8 +500,9 @@ class PostgresStore:
             for _ in range(_CLAIM_TRIES):
                 found = await conn.fetchrow(
                     _CLAIM, m.id, m.request_id, m.vendor, m.sealed_settings, m.sender,
-                    m.to_number, m.custom_data, m.callback_url, m.metadata, m.segments,
-                    m.encoding, m.claimed_until, now, m.claim_key)
+                    m.to_number, nul.shown(m.custom_data), m.callback_url, m.metadata,
+                    m.segments, m.encoding, m.claimed_until, now, m.claim_key,
+                    nul.exact(m.custom_data))
                 if found is not None:
                     return _claim(tuple(found))
         raise StoreUnavailable("request_id claim kept changing hands")
@@ -517,7 +526,7 @@ class PostgresStore:
     async def record_outcome(self, message_id: str, outcome: SendOutcome, now: float,
                              report: ReportBuilder, owner: str | None = None) -> bool:
         return await self._outcomes.submit(
-            (message_id, outcome, now, report, owner or message_id))
+            (message_id, nul.cleaned_outcome(outcome), now, report, owner or message_id))
 
     async def _record_outcomes(self, items: Sequence[tuple[str, SendOutcome, float,
                                                            ReportBuilder, str]]) -> list[bool]:
@@ -572,6 +581,8 @@ class PostgresStore:
             "WHERE message_id = $1 ORDER BY updated_at, part_id", message_id)]
 
     async def message(self, message_id: str) -> MessageRow | None:
+        if "\x00" in message_id:  # a vendor's echo of an id, never one of ours
+            return None
         async with self._conn() as conn:
             found = await conn.fetchrow(f"SELECT {_ROW_COLUMNS} FROM messages WHERE id = $1",
                                         message_id)
@@ -579,18 +590,19 @@ class PostgresStore:
 
     async def keep_text(self, message_id: str, text: str) -> None:
         async with self._conn() as conn:
-            await conn.execute(_KEEP_TEXT, text, message_id)
+            await conn.execute(_KEEP_TEXT, nul.shown(text), message_id, nul.exact(text))
 
     async def message_text(self, message_id: str) -> str | None:
         async with self._conn() as conn:
-            found = await conn.fetchval("SELECT text FROM messages WHERE id = $1", message_id)
-        return cast(str | None, found)
+            found = await conn.fetchrow("SELECT text, text_exact FROM messages WHERE id = $1",
+                                        message_id)
+        return None if found is None or found[0] is None else nul.restored(found[0], found[1])
 
     async def find(self, key: str) -> MessageRow | None:
         async with self._conn() as conn:
             found = await conn.fetchrow(
                 f"SELECT {_ROW_COLUMNS} FROM messages WHERE id = $1 OR request_id = $1 "
-                "ORDER BY id = $1 DESC, created_at DESC LIMIT 1", key)
+                "ORDER BY id = $1 DESC, created_at DESC LIMIT 1", nul.shown(key))
         return None if found is None else _row(found)
 
     async def find_by_vendor_id(self, vendor: str, vendor_message_id: str
@@ -599,11 +611,12 @@ class PostgresStore:
             found = await conn.fetchrow(
                 f"SELECT {_ROW_COLUMNS} FROM messages WHERE vendor = $1 "
                 "AND vendor_message_id = $2 ORDER BY created_at DESC LIMIT 1",
-                vendor, vendor_message_id)
+                vendor, nul.clean(vendor_message_id))
         return None if found is None else _row(found)
 
     async def apply_status(self, message_id: str, update: StatusUpdate, now: float,
                            report: ReportBuilder, seen: MessageRow | None = None) -> Applied:
+        update = nul.cleaned_update(update)  # text cannot hold a vendor's NUL
         if seen is not None and seen.id == message_id:
             applied = await self._apply_if_unchanged(seen, update, now, report)
             if applied is not None:
@@ -781,13 +794,15 @@ class PostgresStore:
 
     async def dead_letters(self, which: DeadLetterFilter, after: int, limit: int
                            ) -> list[DeadLetter]:
-        query, params = deadletters.list_query(which, after, limit, postgres=True)
+        query, params = deadletters.list_query(nul.cleaned_filter(which), after, limit,
+                                               postgres=True)
         async with self._conn() as conn:
             return deadletters.rows(await conn.fetch(query, *params))
 
     async def replay_dead(self, which: DeadLetterFilter, ids: list[int] | None,
                           now: float) -> int:
-        statement, params = deadletters.replay_statement(which, ids, now, postgres=True)
+        statement, params = deadletters.replay_statement(nul.cleaned_filter(which), ids, now,
+                                                         postgres=True)
         async with self._conn() as conn:
             return int(await conn.fetchval(statement, *params))
 
@@ -811,7 +826,8 @@ class PostgresStore:
                 "created_at) VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (account, number, "
                 "credential) DO UPDATE SET reason = excluded.reason, "
                 "vendor_code = excluded.vendor_code",
-                account, number, credential, reason, vendor_code, now)
+                account, nul.clean(number), credential, nul.clean(reason),
+                nul.clean(vendor_code), now)
 
     async def is_suppressed(self, account: str, number: str, credential: str = "") -> bool:
         async with self._conn() as conn:
@@ -827,14 +843,15 @@ class PostgresStore:
                 "SELECT account, number, reason, vendor_code, created_at, credential "
                 "FROM suppressions WHERE $1::text IS NULL OR account = $1 "
                 "ORDER BY created_at DESC, account, number, credential LIMIT $2 OFFSET $3",
-                account, limit, offset)
+                nul.clean(account), limit, offset)
         return [Suppression(account=r[0], number=r[1], reason=r[2], vendor_code=r[3],
                             created_at=r[4], credential=r[5]) for r in rows]
 
     async def unsuppress(self, account: str, number: str) -> bool:
         async with self._conn() as conn:
             status = await conn.execute(
-                "DELETE FROM suppressions WHERE account = $1 AND number = $2", account, number)
+                "DELETE FROM suppressions WHERE account = $1 AND number = $2",
+                nul.clean(account), nul.clean(number))
         return bool(status != "DELETE 0")
 
     async def remember_account(self, vendor: str, account: str, sealed: bytes,
@@ -854,7 +871,7 @@ class PostgresStore:
 
     async def record_inbound(self, record: InboundRecord, now: float) -> bool:
         async with self._conn() as conn, conn.transaction():
-            return await inbound.record_pg(conn, record, now)
+            return await inbound.record_pg(conn, nul.cleaned_record(record), now)
 
 
 def _describe(exc: BaseException) -> str:

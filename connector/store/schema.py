@@ -151,4 +151,6 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE suppressions_v5 RENAME TO suppressions;
     CREATE INDEX suppressions_created_at ON suppressions (created_at)
     """,
+    # 10 (branch h11-nul): PostgreSQL only (schema_pg.py): SQLite text holds NUL as it is.
+    "",
 )

@@ -153,4 +153,8 @@ MIGRATIONS_PG: Final[tuple[str, ...]] = (
     ALTER TABLE suppressions DROP CONSTRAINT suppressions_pkey;
     ALTER TABLE suppressions ADD PRIMARY KEY (account, number, credential)
     """,
+    # 10 (branch h11-nul): the exact UTF-8 of a custom_data or kept text holding NUL, which
+    # `text` cannot hold (store/nul.py); NULL for every other value. Adding a nullable column
+    # without a default changes only the catalogue: no rewrite, no long lock.
+    "ALTER TABLE messages ADD COLUMN custom_data_exact BYTEA, ADD COLUMN text_exact BYTEA",
 )

@@ -122,11 +122,12 @@ def test_connector_replay_on_the_command_line(
 
 
 BAD_BODIES: list[Any] = [
-    {}, {"ids": []}, {"ids": [0]}, {"since": "yesterday"}, {"host": "a/b"},
+    {}, {"ids": []}, {"ids": [0]}, {"since": "yesterday"}, {"host": "a/b"}, {"host": "a\x00b"},
     {"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"},
     {"since": "2026-01-01T00:00:00"}, {"unknown": 1}, {"ids": "1"},
 ]
-BAD_QUERIES = [{"limit": "0"}, {"after": "-1"}, {"until": "nope"}, {"host": "a b"}]
+BAD_QUERIES = [{"limit": "0"}, {"after": "-1"}, {"until": "nope"}, {"host": "a b"},
+               {"host": "a\x01b"}]
 
 
 def test_pages_by_cursor_and_bad_input_changes_nothing(

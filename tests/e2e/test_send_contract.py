@@ -122,6 +122,8 @@ def test_callback_before_the_send_answer_is_stored_still_matches(
                  id="custom-data-too-big"),
     pytest.param(lambda b: b.update(callback_url="ftp://127.0.0.1/r"), "url_refused",
                  id="callback-not-http"),
+    pytest.param(lambda b: b.update(request_id="req\x00-1"), "invalid_field",
+                 id="request-id-with-nul"),
 ])
 def test_bad_requests_are_400_and_call_nobody(
         connector: Connector, twilio: FakeTwilio, receiver: ReportReceiver,
