@@ -253,6 +253,24 @@ async def test_redis_buckets_vanish_once_idle_long_enough_to_refill() -> None:
         await throttle.close()
 
 
+async def test_redis_buckets_keep_the_server_clock_to_the_microsecond() -> None:
+    """Each take refills from the time the last one stored: stored to the nearest 100 µs (Lua's
+    tostring), that time moved by up to 50 µs per write, and bursts admitted more than the rate
+    (bench/throttle.py's accuracy above 1.00)."""
+    account = new_account()
+    buckets = RedisBuckets(REDIS_URL)
+    try:
+        micros = []
+        for _ in range(20):
+            assert await buckets.take(account, 1e6, 1e6, 1) == (0.0, False)
+            at = await buckets.client.hget(PREFIX + account, "at")
+            micros.append(round(float(at) * 1e6))
+        # 20 TIME readings all on whole 100 µs: one chance in 10^40 unless rounded.
+        assert any(m % 100 for m in micros), micros
+    finally:
+        await buckets.close()
+
+
 def unreachable(backend: str) -> Buckets:
     if backend == "postgresql":
         return PgBuckets(PostgresStore("postgresql://postgres@127.0.0.1:1/x"))  # never opened

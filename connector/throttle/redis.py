@@ -18,9 +18,13 @@ from connector.errors import StoreUnavailable
 PREFIX: Final = "connector:throttle:"
 PAUSED_KEY: Final = "connector:throttle-paused"  # a sorted set: account by end of its pause
 
+# Times are stored with %.17g, which gives back the very double: Lua's tostring keeps 14 digits,
+# which for seconds since 1970 is the nearest 100 µs, and every write then moved the bucket's
+# clock by up to 50 µs either way: a random walk that admitted tokens no time had refilled.
 _CLOCK: Final = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local function exact(x) return string.format('%.17g', x) end
 """
 # KEYS[1] the bucket (hash: tokens, at, paused); ARGV rate, capacity, cost.
 # Returns {wait, paused}: wait "0" when the tokens were taken. Numbers travel as strings
@@ -41,7 +45,7 @@ if tokens < cost then
   return {tostring((cost - tokens) / rate), 0}
 end
 tokens = tokens - cost
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(at))
+redis.call('HSET', KEYS[1], 'tokens', exact(tokens), 'at', exact(at))
 redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate * 1000) + 1000)
 return {'0', 0}
 """
@@ -52,7 +56,7 @@ local ends = now + seconds
 if ends <= (tonumber(redis.call('HGET', KEYS[1], 'paused')) or 0) then
   return 0
 end
-redis.call('HSET', KEYS[1], 'paused', tostring(ends))
+redis.call('HSET', KEYS[1], 'paused', exact(ends))
 redis.call('ZADD', KEYS[2], ends, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 -- both keys exist now (PEXPIRE ignores a missing one); each lives at least as long as the pause
