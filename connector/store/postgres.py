@@ -158,14 +158,16 @@ _STAMP_AND_REPORT: Final = (
     "INSERT INTO outbox (event_id, message_id, url, payload, next_at, created_at) "
     "SELECT $12, id, $13, $14, $10, $10 FROM changed ON CONFLICT (event_id) DO NOTHING"
 )
-# Many callbacks' changes in one statement, each on condition that its row is as read.
+# Many callbacks' changes in one statement, each on condition that its row is as read. The
+# batch comes as one JSON array of _Stamp objects (the payload in base64): see _fetch_json.
 _STAMP_MANY_IF_UNCHANGED: Final = (
-    "WITH d AS (SELECT * FROM unnest($1::text[], $2::double precision[], $3::text[], "
-    "$4::text[], $5::text[], $6::integer[], $7::text[], $8::text[], $9::double precision[], "
-    "$10::double precision[], $11::double precision[], $12::double precision[], $13::text[], "
-    "$14::text[], $15::bytea[]) AS d(id, seen_at, status, vendor_message_id, from_number, "
-    "segments, error_code, error_message, handed_off_at, delivered_at, errored_at, now, "
-    "event_id, url, payload) ORDER BY id), "
+    "WITH d AS (SELECT id, seen_at, status, vendor_message_id, from_number, segments, "
+    "error_code, error_message, handed_off_at, delivered_at, errored_at, now, event_id, url, "
+    "decode(payload, 'base64') AS payload FROM json_to_recordset($1::json) AS d(id text, "
+    "seen_at double precision, status text, vendor_message_id text, from_number text, "
+    "segments integer, error_code text, error_message text, handed_off_at double precision, "
+    "delivered_at double precision, errored_at double precision, now double precision, "
+    "event_id text, url text, payload text) ORDER BY id), "
     "changed AS (UPDATE messages m SET status = d.status, "
     "vendor_message_id = d.vendor_message_id, from_number = d.from_number, "
     "segments = d.segments, error_code = d.error_code, error_message = d.error_message, "
@@ -275,7 +277,7 @@ _encode_json: Final = msgspec.json.Encoder().encode
 
 
 class _Stamp(msgspec.Struct, frozen=True, kw_only=True):
-    """One callback's change for _STAMP_MANY_IF_UNCHANGED, its fields in column order."""
+    """One callback's change in _STAMP_MANY_IF_UNCHANGED's JSON, by name."""
 
     id: str
     seen_at: float
@@ -292,9 +294,6 @@ class _Stamp(msgspec.Struct, frozen=True, kw_only=True):
     event_id: str | None
     url: str | None
     payload: bytes | None
-
-    def values(self) -> tuple[Any, ...]:
-        return msgspec.structs.astuple(self)
 
 
 def _row(record: asyncpg.Record) -> MessageRow:
@@ -457,23 +456,19 @@ class PostgresStore:
         found = {row[0]: _claim(row[1:9], row[9]) for row in rows}
         return [found.get(m.id) for m, _, _ in items]
 
-    async def _fetch_many(self, statement: str, rows: Sequence[Sequence[Any]]
-                          ) -> list[asyncpg.Record] | None:
-        """Run a group-commit statement with `rows` passed as one array per column.
-
-        None when the database broke a deadlock by aborting it: the caller then does each
-        row alone, which cannot wait in a cycle. Other failures raise StoreUnavailable."""
-        return await self._fetch_batch(
-            statement, [list(column) for column in zip(*rows, strict=True)])
-
     async def _fetch_json(self, statement: str, rows: Sequence[msgspec.Struct]
                           ) -> list[asyncpg.Record] | None:
-        """_fetch_many with the rows passed as one JSON array of objects (bytes in base64).
+        """Run a group-commit statement with `rows` passed as one JSON array of objects
+        (bytes in base64).
 
-        asyncpg checks every array and every element of one against collections.abc (three
-        and one or two isinstance calls through ABCMeta, each a Python call): with a column
-        per field that was about 140 calls per message sent, more than the statements' own
-        encoding. One JSON text costs one msgspec call; the server's parse is microseconds."""
+        None when the database broke a deadlock by aborting it: the caller then does each
+        row alone, which cannot wait in a cycle. Other failures raise StoreUnavailable.
+
+        Not one array per column: asyncpg checks every array and every element of one
+        against collections.abc (three and one or two isinstance calls through ABCMeta,
+        each a Python call): with a column per field that was about 140 calls per message
+        sent, more than the statements' own encoding. One JSON text costs one msgspec call;
+        the server's parse is microseconds."""
         return await self._fetch_batch(statement, [_encode_json(rows).decode()])
 
     async def _fetch_batch(self, statement: str, args: Sequence[Any]
@@ -640,7 +635,7 @@ class PostgresStore:
         return Applied.APPLIED if await self._stamps.submit(stamp) else None
 
     async def _stamp_many(self, stamps: Sequence[_Stamp]) -> list[bool]:
-        rows = await self._fetch_many(_STAMP_MANY_IF_UNCHANGED, [s.values() for s in stamps])
+        rows = await self._fetch_json(_STAMP_MANY_IF_UNCHANGED, stamps)
         if rows is None:
             return [False] * len(stamps)  # the locking path decides each one
         changed = {row["id"] for row in rows}
