@@ -194,15 +194,18 @@ _LEASE: Final = (
 )
 # A chunk's results in one statement; only rows the worker still holds are written, and only
 # their attempts recorded (a worker whose lease expired must not undo another's delivery).
+# The results come as one JSON array of _ReportDone objects (see _fetch_json), attempts
+# logged in their order.
 _REPORTS_DONE: Final = (
-    "WITH r AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::double precision[], "
-    "$4::text[], $5::double precision[], $6::integer[]) WITH ORDINALITY "
-    "AS r(id, outcome, next_at, error, at, status_code, n)), "
+    "WITH r AS (SELECT * FROM ROWS FROM (json_to_recordset($1::json) AS (id bigint, "
+    "outcome text, next_at double precision, error text, at double precision, "
+    "status_code integer)) WITH ORDINALITY AS r(id, outcome, next_at, error, at, "
+    "status_code, n)), "
     "done AS (UPDATE outbox o SET attempts = o.attempts + 1, lease_until = 0, leased_by = NULL, "
     "state = CASE r.outcome WHEN 'retry' THEN 'pending' ELSE r.outcome END, "
     "next_at = COALESCE(r.next_at, o.next_at), last_error = r.error, "
-    "done_at = CASE r.outcome WHEN 'retry' THEN NULL ELSE $7::double precision END "
-    "FROM r WHERE o.id = r.id AND o.leased_by = $8 AND o.state = 'pending' RETURNING o.id), "
+    "done_at = CASE r.outcome WHEN 'retry' THEN NULL ELSE $2::double precision END "
+    "FROM r WHERE o.id = r.id AND o.leased_by = $3 AND o.state = 'pending' RETURNING o.id), "
     "logged AS (INSERT INTO report_attempts (outbox_id, at, outcome, status_code, error) "
     "SELECT r.id, r.at, r.outcome, r.status_code, r.error FROM r JOIN done ON done.id = r.id "
     "ORDER BY r.n) "
@@ -271,6 +274,17 @@ class _OutcomeRow(msgspec.Struct):
     now: float
     owner: str
     accepted: bool
+
+
+class _ReportDone(msgspec.Struct):
+    """One report's result in _REPORTS_DONE's JSON, by name."""
+
+    id: int
+    outcome: str
+    next_at: float | None
+    error: str | None
+    at: float
+    status_code: int | None
 
 
 _encode_json: Final = msgspec.json.Encoder().encode
@@ -730,10 +744,9 @@ class PostgresStore:
         if not results:
             return 0
         async with self._conn() as conn:
-            return int(await conn.fetchval(
-                _REPORTS_DONE, [r[0] for r in results], [r[1].outcome for r in results],
-                [r[2] for r in results], [r[1].error for r in results],
-                [r[1].at for r in results], [r[1].status_code for r in results], now, worker))
+            return int(await conn.fetchval(_REPORTS_DONE, _encode_json([
+                _ReportDone(report_id, a.outcome, next_at, a.error, a.at, a.status_code)
+                for report_id, a, next_at in results]).decode(), now, worker))
 
     async def release_reports(self, worker: str) -> None:
         async with self._conn() as conn:
