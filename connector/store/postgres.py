@@ -614,9 +614,17 @@ class PostgresStore:
     async def apply_status(self, message_id: str, update: StatusUpdate, now: float,
                            report: ReportBuilder, seen: MessageRow | None = None) -> Applied:
         if seen is not None and seen.id == message_id:
-            applied = await self._apply_if_unchanged(seen, update, now, report)
-            if applied is not None:
-                return applied
+            if await self._apply_if_unchanged(seen, update, now, report):
+                return Applied.APPLIED
+            # The row changed since the caller read it: most often the send's answer, written
+            # while its first callback was on the way. Read it again and try once more: two
+            # statements where the locking path takes four (BEGIN, SELECT, UPDATE, COMMIT).
+            if self._unlocked(seen, update):
+                seen = await self.message(message_id)
+                if seen is None:
+                    return Applied.UNKNOWN
+                if await self._apply_if_unchanged(seen, update, now, report):
+                    return Applied.APPLIED
         async with self._conn() as conn, conn.transaction():
             # The row lock orders concurrent callbacks for one message across replicas.
             found = await conn.fetchrow(
@@ -625,16 +633,23 @@ class PostgresStore:
                 return Applied.UNKNOWN
             return await self._apply(conn, _row(found), update, now, report)
 
+    @staticmethod
+    def _unlocked(seen: MessageRow, update: StatusUpdate) -> bool:
+        """Whether _apply_if_unchanged may write `update` over `seen`: it moves the status
+        forward, and is not one part's status of a message with several parts."""
+        return ((update.part_id is None or (seen.parts <= 1 and seen.answered))
+                and advances(update, seen))
+
     async def _apply_if_unchanged(self, seen: MessageRow, update: StatusUpdate, now: float,
-                                  report: ReportBuilder) -> Applied | None:
+                                  report: ReportBuilder) -> bool:
         """The common case in one autocommitted statement instead of a locking transaction
         (BEGIN, SELECT ... FOR UPDATE, UPDATE, COMMIT): write the change computed from the row
         the caller read, on condition that the row is still that row (every write to a
-        message sets updated_at). None when the locking path must decide: the row changed,
-        the update does not move the status forward, or the message has several parts."""
-        if ((update.part_id is not None and (seen.parts > 1 or not seen.answered))
-                or not advances(update, seen)):
-            return None
+        message sets updated_at). False when nothing was written and the locking path must
+        decide: the row changed, the update does not move the status forward, or the message
+        has several parts."""
+        if not self._unlocked(seen, update):
+            return False
         new = stamped(seen, update, now)
         entry = report(new, update, now)
         stamp = _Stamp(
@@ -646,7 +661,7 @@ class PostgresStore:
             event_id=None if entry is None else entry.event_id,
             url=None if entry is None else entry.url,
             payload=None if entry is None else entry.payload)
-        return Applied.APPLIED if await self._stamps.submit(stamp) else None
+        return await self._stamps.submit(stamp)
 
     async def _stamp_many(self, stamps: Sequence[_Stamp]) -> list[bool]:
         rows = await self._fetch_json(_STAMP_MANY_IF_UNCHANGED, stamps)
