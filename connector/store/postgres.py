@@ -161,14 +161,16 @@ _STAMP_AND_REPORT: Final = (
     "INSERT INTO outbox (event_id, message_id, url, payload, next_at, created_at) "
     "SELECT $12, id, $13, $14, $10, $10 FROM changed ON CONFLICT (event_id) DO NOTHING"
 )
-# Many callbacks' changes in one statement, each on condition that its row is as read.
+# Many callbacks' changes in one statement, each on condition that its row is as read. The
+# batch comes as one JSON array of _Stamp objects (the payload in base64): see _fetch_json.
 _STAMP_MANY_IF_UNCHANGED: Final = (
-    "WITH d AS (SELECT * FROM unnest($1::text[], $2::double precision[], $3::text[], "
-    "$4::text[], $5::text[], $6::integer[], $7::text[], $8::text[], $9::double precision[], "
-    "$10::double precision[], $11::double precision[], $12::double precision[], $13::text[], "
-    "$14::text[], $15::bytea[]) AS d(id, seen_at, status, vendor_message_id, from_number, "
-    "segments, error_code, error_message, handed_off_at, delivered_at, errored_at, now, "
-    "event_id, url, payload) ORDER BY id), "
+    "WITH d AS (SELECT id, seen_at, status, vendor_message_id, from_number, segments, "
+    "error_code, error_message, handed_off_at, delivered_at, errored_at, now, event_id, url, "
+    "decode(payload, 'base64') AS payload FROM json_to_recordset($1::json) AS d(id text, "
+    "seen_at double precision, status text, vendor_message_id text, from_number text, "
+    "segments integer, error_code text, error_message text, handed_off_at double precision, "
+    "delivered_at double precision, errored_at double precision, now double precision, "
+    "event_id text, url text, payload text) ORDER BY id), "
     "changed AS (UPDATE messages m SET status = d.status, "
     "vendor_message_id = d.vendor_message_id, from_number = d.from_number, "
     "segments = d.segments, error_code = d.error_code, error_message = d.error_message, "
@@ -195,15 +197,18 @@ _LEASE: Final = (
 )
 # A chunk's results in one statement; only rows the worker still holds are written, and only
 # their attempts recorded (a worker whose lease expired must not undo another's delivery).
+# The results come as one JSON array of _ReportDone objects (see _fetch_json), attempts
+# logged in their order.
 _REPORTS_DONE: Final = (
-    "WITH r AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::double precision[], "
-    "$4::text[], $5::double precision[], $6::integer[]) WITH ORDINALITY "
-    "AS r(id, outcome, next_at, error, at, status_code, n)), "
+    "WITH r AS (SELECT * FROM ROWS FROM (json_to_recordset($1::json) AS (id bigint, "
+    "outcome text, next_at double precision, error text, at double precision, "
+    "status_code integer)) WITH ORDINALITY AS r(id, outcome, next_at, error, at, "
+    "status_code, n)), "
     "done AS (UPDATE outbox o SET attempts = o.attempts + 1, lease_until = 0, leased_by = NULL, "
     "state = CASE r.outcome WHEN 'retry' THEN 'pending' ELSE r.outcome END, "
     "next_at = COALESCE(r.next_at, o.next_at), last_error = r.error, "
-    "done_at = CASE r.outcome WHEN 'retry' THEN NULL ELSE $7::double precision END "
-    "FROM r WHERE o.id = r.id AND o.leased_by = $8 AND o.state = 'pending' RETURNING o.id), "
+    "done_at = CASE r.outcome WHEN 'retry' THEN NULL ELSE $2::double precision END "
+    "FROM r WHERE o.id = r.id AND o.leased_by = $3 AND o.state = 'pending' RETURNING o.id), "
     "logged AS (INSERT INTO report_attempts (outbox_id, at, outcome, status_code, error) "
     "SELECT r.id, r.at, r.outcome, r.status_code, r.error FROM r JOIN done ON done.id = r.id "
     "ORDER BY r.n) "
@@ -275,11 +280,22 @@ class _OutcomeRow(msgspec.Struct):
     accepted: bool
 
 
+class _ReportDone(msgspec.Struct):
+    """One report's result in _REPORTS_DONE's JSON, by name."""
+
+    id: int
+    outcome: str
+    next_at: float | None
+    error: str | None
+    at: float
+    status_code: int | None
+
+
 _encode_json: Final = msgspec.json.Encoder().encode
 
 
 class _Stamp(msgspec.Struct, frozen=True, kw_only=True):
-    """One callback's change for _STAMP_MANY_IF_UNCHANGED, its fields in column order."""
+    """One callback's change in _STAMP_MANY_IF_UNCHANGED's JSON, by name."""
 
     id: str
     seen_at: float
@@ -296,9 +312,6 @@ class _Stamp(msgspec.Struct, frozen=True, kw_only=True):
     event_id: str | None
     url: str | None
     payload: bytes | None
-
-    def values(self) -> tuple[Any, ...]:
-        return msgspec.structs.astuple(self)
 
 
 def _row(record: asyncpg.Record) -> MessageRow:
@@ -465,23 +478,19 @@ class PostgresStore:
         found = {row[0]: _claim(row[1:9], row[9]) for row in rows}
         return [found.get(m.id) for m, _, _ in items]
 
-    async def _fetch_many(self, statement: str, rows: Sequence[Sequence[Any]]
-                          ) -> list[asyncpg.Record] | None:
-        """Run a group-commit statement with `rows` passed as one array per column.
-
-        None when the database broke a deadlock by aborting it: the caller then does each
-        row alone, which cannot wait in a cycle. Other failures raise StoreUnavailable."""
-        return await self._fetch_batch(
-            statement, [list(column) for column in zip(*rows, strict=True)])
-
     async def _fetch_json(self, statement: str, rows: Sequence[msgspec.Struct]
                           ) -> list[asyncpg.Record] | None:
-        """_fetch_many with the rows passed as one JSON array of objects (bytes in base64).
+        """Run a group-commit statement with `rows` passed as one JSON array of objects
+        (bytes in base64).
 
-        asyncpg checks every array and every element of one against collections.abc (three
-        and one or two isinstance calls through ABCMeta, each a Python call): with a column
-        per field that was about 140 calls per message sent, more than the statements' own
-        encoding. One JSON text costs one msgspec call; the server's parse is microseconds."""
+        None when the database broke a deadlock by aborting it: the caller then does each
+        row alone, which cannot wait in a cycle. Other failures raise StoreUnavailable.
+
+        Not one array per column: asyncpg checks every array and every element of one
+        against collections.abc (three and one or two isinstance calls through ABCMeta,
+        each a Python call): with a column per field that was about 140 calls per message
+        sent, more than the statements' own encoding. One JSON text costs one msgspec call;
+        the server's parse is microseconds."""
         return await self._fetch_batch(statement, [_encode_json(rows).decode()])
 
     async def _fetch_batch(self, statement: str, args: Sequence[Any]
@@ -618,9 +627,17 @@ class PostgresStore:
                            report: ReportBuilder, seen: MessageRow | None = None) -> Applied:
         update = nul.cleaned_update(update)  # text cannot hold a vendor's NUL
         if seen is not None and seen.id == message_id:
-            applied = await self._apply_if_unchanged(seen, update, now, report)
-            if applied is not None:
-                return applied
+            if await self._apply_if_unchanged(seen, update, now, report):
+                return Applied.APPLIED
+            # The row changed since the caller read it: most often the send's answer, written
+            # while its first callback was on the way. Read it again and try once more: two
+            # statements where the locking path takes four (BEGIN, SELECT, UPDATE, COMMIT).
+            if self._unlocked(seen, update):
+                seen = await self.message(message_id)
+                if seen is None:
+                    return Applied.UNKNOWN
+                if await self._apply_if_unchanged(seen, update, now, report):
+                    return Applied.APPLIED
         async with self._conn() as conn, conn.transaction():
             # The row lock orders concurrent callbacks for one message across replicas.
             found = await conn.fetchrow(
@@ -629,16 +646,23 @@ class PostgresStore:
                 return Applied.UNKNOWN
             return await self._apply(conn, _row(found), update, now, report)
 
+    @staticmethod
+    def _unlocked(seen: MessageRow, update: StatusUpdate) -> bool:
+        """Whether _apply_if_unchanged may write `update` over `seen`: it moves the status
+        forward, and is not one part's status of a message with several parts."""
+        return ((update.part_id is None or (seen.parts <= 1 and seen.answered))
+                and advances(update, seen))
+
     async def _apply_if_unchanged(self, seen: MessageRow, update: StatusUpdate, now: float,
-                                  report: ReportBuilder) -> Applied | None:
+                                  report: ReportBuilder) -> bool:
         """The common case in one autocommitted statement instead of a locking transaction
         (BEGIN, SELECT ... FOR UPDATE, UPDATE, COMMIT): write the change computed from the row
         the caller read, on condition that the row is still that row (every write to a
-        message sets updated_at). None when the locking path must decide: the row changed,
-        the update does not move the status forward, or the message has several parts."""
-        if ((update.part_id is not None and (seen.parts > 1 or not seen.answered))
-                or not advances(update, seen)):
-            return None
+        message sets updated_at). False when nothing was written and the locking path must
+        decide: the row changed, the update does not move the status forward, or the message
+        has several parts."""
+        if not self._unlocked(seen, update):
+            return False
         new = stamped(seen, update, now)
         entry = report(new, update, now)
         stamp = _Stamp(
@@ -650,10 +674,10 @@ class PostgresStore:
             event_id=None if entry is None else entry.event_id,
             url=None if entry is None else entry.url,
             payload=None if entry is None else entry.payload)
-        return Applied.APPLIED if await self._stamps.submit(stamp) else None
+        return await self._stamps.submit(stamp)
 
     async def _stamp_many(self, stamps: Sequence[_Stamp]) -> list[bool]:
-        rows = await self._fetch_many(_STAMP_MANY_IF_UNCHANGED, [s.values() for s in stamps])
+        rows = await self._fetch_json(_STAMP_MANY_IF_UNCHANGED, stamps)
         if rows is None:
             return [False] * len(stamps)  # the locking path decides each one
         changed = {row["id"] for row in rows}
@@ -748,10 +772,9 @@ class PostgresStore:
         if not results:
             return 0
         async with self._conn() as conn:
-            return int(await conn.fetchval(
-                _REPORTS_DONE, [r[0] for r in results], [r[1].outcome for r in results],
-                [r[2] for r in results], [r[1].error for r in results],
-                [r[1].at for r in results], [r[1].status_code for r in results], now, worker))
+            return int(await conn.fetchval(_REPORTS_DONE, _encode_json([
+                _ReportDone(report_id, a.outcome, next_at, a.error, a.at, a.status_code)
+                for report_id, a, next_at in results]).decode(), now, worker))
 
     async def release_reports(self, worker: str) -> None:
         async with self._conn() as conn:

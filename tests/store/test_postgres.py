@@ -13,10 +13,10 @@ import asyncpg
 import pytest
 
 from connector.errors import StoreUnavailable
-from connector.model import Status, StatusUpdate
+from connector.model import Applied, Status, StatusUpdate
 from connector.store.postgres import PostgresStore
 from connector.store.schema_pg import MIGRATIONS_PG
-from tests.store.test_store import NOW, new, report_all
+from tests.store.test_store import NOW, OK, new, report_all, report_none
 
 
 class Outage:
@@ -295,3 +295,27 @@ async def test_kept_text_commits_without_waiting_and_leaves_the_session_as_it_wa
             assert await conn.fetchval("SHOW synchronous_commit") == "on"
     finally:
         await store.close()
+
+
+async def test_a_callback_racing_the_send_answer_reads_again_instead_of_locking(
+        pg: PostgresStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first callback read the row before the send's answer was written: its conditional
+    # write finds the row changed, so the row is read again and the write retried, with no
+    # locking transaction. The change is computed from the row as it is now.
+    m = new()
+    await pg.claim(m, NOW)
+    stale = await pg.message(m.id)
+    assert stale is not None and not stale.answered
+    await pg.record_outcome(m.id, OK, NOW + 1, report_none)
+
+    def no_transaction(*args: object, **kwargs: object) -> None:
+        raise AssertionError("took the locking path")
+
+    monkeypatch.setattr(asyncpg.Connection, "transaction", no_transaction)
+    sent = StatusUpdate(status=Status.SENT)
+    assert await pg.apply_status(m.id, sent, NOW + 2, report_all, seen=stale) is Applied.APPLIED
+    row = await pg.message(m.id)
+    assert row is not None and row.status is Status.SENT and row.answered
+    assert row.vendor_message_id == OK.vendor_message_id and row.handed_off_at == NOW + 2
+    assert [r.payload for r in await pg.lease_reports("w", NOW + 10, 100, 30)] == [
+        b'{"status":"sent"}']
