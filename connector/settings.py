@@ -101,7 +101,10 @@ REFERENCE: Final[tuple[Setting, ...]] = (
             "callback's timestamp may differ from the connector's clock (none of them "
             "documents a window)"),
     Setting("CONNECTOR_KEEP_MESSAGE_TEXT", "false", "store each message's text, shown by the "
-            "operator look-up; off: the text is sent and forgotten"),
+            "operator look-up; off: the text is sent and forgotten. On PostgreSQL the text "
+            "commits with `synchronous_commit = off`: a crash of the database host may lose the "
+            "last ~0.6 s of kept texts (never a claim, outcome or status), a server crash alone "
+            "nothing"),
     Setting("CONNECTOR_SUPPRESS_OPT_OUTS", "true", "remember recipients a vendor reports as "
             "opted out (per vendor account), in its send answer or a later status callback, "
             "and refuse later sends to them with 422 `opted_out` before any vendor call; "
