@@ -128,6 +128,9 @@ class Front:
         self.state = app.state
         self.router = app.router
         self.routes = app.routes
+        # REQUESTS' child by its labels: labels() validates and locks on every call (#11).
+        # The same child it would return; as many as the metric itself has.
+        self._counters: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -154,7 +157,11 @@ class Front:
                 found = scope.get("route")
                 route = getattr(found, "path", "unmatched")
         finally:
-            metrics.REQUESTS.labels(route, method, str(status)).inc()
+            counter = self._counters.get((route, method, status))
+            if counter is None:
+                counter = metrics.REQUESTS.labels(route, method, str(status))
+                self._counters[(route, method, status)] = counter
+            counter.inc()
             log.info("request", method=method, path=path, status=status,
                      ms=round((time.perf_counter() - started) * 1000, 2))
 
