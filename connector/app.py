@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import hmac
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
@@ -30,6 +31,7 @@ from connector.settings import Settings
 log = structlog.get_logger("connector.http")
 
 _INTERNAL = ConnectorError("unexpected error; it has been logged")
+_UNSET: Final = object()
 
 
 async def _connector_error(request: Request, exc: Exception) -> Response:
@@ -131,6 +133,18 @@ class Front:
         # REQUESTS' child by its labels: labels() validates and locks on every call (#11).
         # The same child it would return; as many as the metric itself has.
         self._counters: dict[tuple[str, str, int], Any] = {}
+        self._line: Any = _UNSET
+
+    def _request_line(self) -> Any:
+        """What writes the request line: `log.info`, or None when the level drops it. Once
+        structlog caches its loggers on first use (logs.configure), the logger is fixed, so
+        it is looked up once and a dropped line costs no call (#11); otherwise every time."""
+        if not structlog.get_config()["cache_logger_on_first_use"]:
+            return log.info
+        bound = log.bind()
+        enabled = getattr(bound, "is_enabled_for", None)
+        self._line = bound.info if enabled is None or enabled(logging.INFO) else None
+        return self._line
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -162,7 +176,9 @@ class Front:
                 counter = metrics.REQUESTS.labels(route, method, str(status))
                 self._counters[(route, method, status)] = counter
             counter.inc()
-            log.info("request", method=method, path=path, status=status,
+            line = self._line if self._line is not _UNSET else self._request_line()
+            if line is not None:
+                line("request", method=method, path=path, status=status,
                      ms=round((time.perf_counter() - started) * 1000, 2))
 
     async def _answer_raw(self, endpoint: RawEndpoint, scope: Scope, receive: Receive,
