@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import hmac
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
@@ -30,6 +31,7 @@ from connector.settings import Settings
 log = structlog.get_logger("connector.http")
 
 _INTERNAL = ConnectorError("unexpected error; it has been logged")
+_UNSET: Final = object()
 
 
 async def _connector_error(request: Request, exc: Exception) -> Response:
@@ -66,14 +68,23 @@ _PLATFORM_PREFIXES: Final = ("/sms/", "/mms/")
 _PLATFORM_ROUTES: Final = frozenset({_SEND_PATH, "/sms/verify"})
 _PLATFORM_HEADER: Final = b"chan-connector-key"
 # Hot endpoints in the bare form: (scope, receive, services) -> Answer, which Front writes
-# itself (see Front._answer_raw); the others take a Request and return a Response.
+# itself (see Front._answer_raw); the app's endpoints take a Request and return a Response.
 RawEndpoint = Callable[[Scope, Receive, Services], Awaitable[Answer]]
-_RAW_ENDPOINTS: Final[frozenset[RawEndpoint]] = frozenset({send_api.send_asgi})
-_JSON: Final = (b"content-type", b"application/json")
+_JSON_TYPE: Final = "application/json"
+_JSON: Final = (b"content-type", _JSON_TYPE.encode())
 
 
-async def _refuse_platform(request: Request) -> Response:
+async def _refuse_platform(scope: Scope, receive: Receive, services: Services) -> Answer:
     raise PlatformKeyRefused("Chan-Connector-Key is missing or wrong")
+
+
+def _raw_adapter(endpoint: RawEndpoint) -> Callable[[Request], Awaitable[Response]]:
+    """A raw endpoint as a Starlette endpoint, for what reaches it through the app (HEAD)."""
+    async def adapted(request: Request) -> Response:
+        answer = await endpoint(request.scope, request.receive, request.app.state.services)
+        return Response(answer.body, status_code=answer.status, headers=answer.headers,
+                        media_type=answer.media_type)
+    return adapted
 
 
 def platform_key_ok(scope: Scope, key: bytes) -> bool:
@@ -85,6 +96,21 @@ def platform_key_ok(scope: Scope, key: bytes) -> bool:
         return True
     given = next((value for name, value in scope["headers"] if name == _PLATFORM_HEADER), b"")
     return hmac.compare_digest(given, key)
+
+
+class _Answered:
+    """The app's `send`, noting the status it answered with (500 until it answers)."""
+
+    __slots__ = ("send", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status = 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
 
 
 class Front:
@@ -104,6 +130,21 @@ class Front:
         self.state = app.state
         self.router = app.router
         self.routes = app.routes
+        # REQUESTS' child by its labels: labels() validates and locks on every call (#11).
+        # The same child it would return; as many as the metric itself has.
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._line: Any = _UNSET
+
+    def _request_line(self) -> Any:
+        """What writes the request line: `log.info`, or None when the level drops it. Once
+        structlog caches its loggers on first use (logs.configure), the logger is fixed, so
+        it is looked up once and a dropped line costs no call (#11); otherwise every time."""
+        if not structlog.get_config()["cache_logger_on_first_use"]:
+            return log.info
+        bound = log.bind()
+        enabled = getattr(bound, "is_enabled_for", None)
+        self._line = bound.info if enabled is None or enabled(logging.INFO) else None
+        return self._line
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -118,60 +159,58 @@ class Front:
             endpoint = _refuse_platform
             route = path if path in _PLATFORM_ROUTES else "unmatched"
         status = 500
-
-        async def capture(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
         try:
-            if endpoint in _RAW_ENDPOINTS:
+            if endpoint is not None:
                 status = await self._answer_raw(endpoint, scope, receive, send)
-            elif endpoint is None:
-                await self.app(scope, receive, capture)
+            else:
+                answered = _Answered(send)
+                try:
+                    await self.app(scope, receive, answered)
+                finally:
+                    status = answered.status
                 found = scope.get("route")
                 route = getattr(found, "path", "unmatched")
-            else:
-                scope["app"] = self.app
-                try:
-                    response = await endpoint(Request(scope, receive))
-                except ConnectorError as exc:
-                    response = await _connector_error(Request(scope), exc)
-                except Exception as exc:
-                    response = await _unexpected(Request(scope), exc)
-                await response(scope, receive, capture)
         finally:
-            metrics.REQUESTS.labels(route, method, str(status)).inc()
-            log.info("request", method=method, path=path, status=status,
+            counter = self._counters.get((route, method, status))
+            if counter is None:
+                counter = metrics.REQUESTS.labels(route, method, str(status))
+                self._counters[(route, method, status)] = counter
+            counter.inc()
+            line = self._line if self._line is not _UNSET else self._request_line()
+            if line is not None:
+                line("request", method=method, path=path, status=status,
                      ms=round((time.perf_counter() - started) * 1000, 2))
 
     async def _answer_raw(self, endpoint: RawEndpoint, scope: Scope, receive: Receive,
                           send: Send) -> int:
         """A hot endpoint without Starlette's Request and Response (#11): it reads the body
         from `receive`; its answer is written as the two ASGI messages a Response would write
-        (JSON unless it names its own Content-Type), errors mapped as the app's handlers map
-        them. Returns the status sent."""
+        (typed as its media_type says unless it names its own Content-Type), errors mapped as
+        the app's handlers map them. Returns the status sent."""
         try:
-            status, body, headers = await endpoint(scope, receive, self.state.services)
+            status, body, headers, media_type = await endpoint(scope, receive,
+                                                               self.state.services)
         except ConnectorError as exc:
             structlog.contextvars.bind_contextvars(error=exc.code)
-            status, body, headers = exc.status, exc.body(), exc.headers()
+            status, body, headers, media_type = (exc.status, exc.body(), exc.headers(),
+                                                 _JSON_TYPE)
         except Exception:
             log.exception("unhandled_error")
-            status, body, headers = 500, _INTERNAL.body(), {}
+            status, body, headers, media_type = 500, _INTERNAL.body(), {}, _JSON_TYPE
         raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1"))
-                       for k, v in headers.items()]
+                       for k, v in headers.items()] if headers else []
         if not (status < 200 or status in (204, 304)):  # as Starlette's Response
             raw_headers.append((b"content-length", str(len(body)).encode()))
-        if not headers or all(name != b"content-type" for name, _ in raw_headers):
-            raw_headers.append(_JSON)
+        if media_type is not None and (
+                not headers or all(name != b"content-type" for name, _ in raw_headers)):
+            raw_headers.append(_JSON if media_type == _JSON_TYPE
+                               else (b"content-type", media_type.encode("latin-1")))
         await send({"type": "http.response.start", "status": status, "headers": raw_headers})
         await send({"type": "http.response.body", "body": body})
         return status
 
     @staticmethod
-    def _hot(scope: Scope, path: str, method: str) -> tuple[Any, str]:
+    def _hot(scope: Scope, path: str, method: str) -> tuple[RawEndpoint | None, str]:
         if path == _SEND_PATH and method == "POST":
             return send_api.send_asgi, _SEND_PATH
         if path.startswith("/callbacks/") and method in ("POST", "GET"):
@@ -206,7 +245,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Front:
         Route("/sms/verify", verify.verify, methods=["GET", "POST"]),
         Route("/mms/send", mms.send, methods=["POST"]),
         Route("/mms/verify", mms.verify, methods=["GET", "POST"]),
-        Route("/callbacks/{vendor}/status", callbacks.status, methods=["POST", "GET"]),
+        Route("/callbacks/{vendor}/status", _raw_adapter(callbacks.status),
+              methods=["POST", "GET"]),
         Route("/callbacks/{vendor}/inbound", inbound.inbound, methods=["POST", "GET"]),
         Route("/api/v1/messages/{id}", operator.message, methods=["GET"]),
         Route("/api/v1/dead-letters", deadletters.list_dead, methods=["GET"]),

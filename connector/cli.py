@@ -48,10 +48,13 @@ def _serve(settings: Settings, workers: int) -> None:
         shutil.rmtree(shared, ignore_errors=True)
         shared.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(shared)
+    # proxy_headers off: nothing reads the client address or scheme (the public URL is
+    # CONNECTOR_PUBLIC_URL, the access log is off), and uvicorn's ProxyHeadersMiddleware
+    # wrapped every request in a layer that rewrote them (#11).
     uvicorn.run(
         "connector.cli:app_from_env", factory=True, host=settings.host, port=settings.port,
         workers=workers, access_log=False, log_level="warning", loop="uvloop",
-        http="httptools", lifespan="on", timeout_graceful_shutdown=15,
+        http="httptools", lifespan="on", timeout_graceful_shutdown=15, proxy_headers=False,
     )
 
 

@@ -106,6 +106,45 @@ async def test_forged_callback_is_refused_before_its_body_is_read(
     assert too_big.status == 413
 
 
+@pytest.mark.parametrize(("path", "query", "headers"), [
+    ("/callbacks/nope/status", "", {}),  # unknown vendor: a bare 404
+    ("/callbacks/twilio/status", "m=forged", {**FORM, "authorization": BASIC}),  # 403
+    ("/callbacks/twilio/status", "", FORM),  # no Basic credentials: 403
+    ("/callbacks/twilio/status", "m=x", {**FORM, "authorization": BASIC,
+                                          "content-length": str(10**6)}),  # 413 unread
+])
+async def test_a_hot_callback_answers_byte_for_byte_as_the_app_route(
+        app: Front, path: str, query: str, headers: dict[str, str]) -> None:
+    """Front serves the status callback itself; the app's route (HEAD reaches it) is the
+    reference its answers keep to: status, headers and body."""
+    async def answers(target: Any) -> list[dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        raw = [(k.encode(), v.encode()) for k, v in headers.items()]
+        await target({"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                      "method": "POST", "scheme": "http", "path": path,
+                      "raw_path": path.encode(), "query_string": query.encode(),
+                      "root_path": "", "headers": raw, "client": ("127.0.0.1", 5000),
+                      "server": ("127.0.0.1", 8000)}, receive, send)
+        return sent
+
+    hot, routed = await answers(app), await answers(app.app)
+    assert hot == routed
+    status = hot[0]["status"]
+    if status == 404:  # what the endpoint's Response(status_code=404) wrote
+        expected = Response(status_code=404)
+    else:
+        assert status in (403, 413)
+        expected = Response(hot[1]["body"], status_code=status, media_type="application/json")
+    assert hot[0]["headers"] == expected.raw_headers
+
+
 async def test_callback_fields_are_capped(app: Front, services: Services) -> None:
     token = services.tokens.sign("0" * 32)
     many = "&".join(f"f{i}=v" for i in range(101)).encode()

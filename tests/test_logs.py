@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import io
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
 
+from connector import app as app_module
 from connector import logs
+from connector.settings import Settings
 
 
 def test_lines_follow_a_replaced_stderr_and_a_closed_one_is_never_written(
@@ -25,3 +29,31 @@ def test_lines_follow_a_replaced_stderr_and_a_closed_one_is_never_written(
         assert '"event": "two"' in second.getvalue()
     finally:
         structlog.reset_defaults()
+
+
+@pytest.mark.parametrize(("level", "written"), [("info", True), ("warning", False)])
+async def test_the_request_line_follows_the_configured_level(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, level: str, written: bool) -> None:
+    """Front looks the request line's logger up once (structlog caches it on first use
+    too): at info every request has its line, at warning none."""
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    logs.configure(level, "json")
+    monkeypatch.setattr(app_module, "log", structlog.get_logger("connector.http"))  # unbound
+    try:
+        front = app_module.create_app(Settings.from_env({"CONNECTOR_DATA_DIR": str(tmp_path)}))
+        for _ in range(2):
+            sent: list[Any] = []
+
+            async def receive() -> dict[str, Any]:
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            async def send(message: Any, sent: list[Any] = sent) -> None:
+                sent.append(message)
+
+            await front({"type": "http", "method": "POST", "path": "/callbacks/nope/status",
+                         "query_string": b"", "headers": []}, receive, send)
+            assert sent[0]["status"] == 404
+    finally:
+        structlog.reset_defaults()
+    assert stream.getvalue().count('"event": "request"') == (2 if written else 0)

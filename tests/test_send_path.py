@@ -231,6 +231,9 @@ async def test_a_client_gone_mid_body_sends_nothing(started: Started) -> None:
     pytest.param(Answer(429, b"{}", {"Retry-After": "2"}),
                  [(b"retry-after", b"2"), (b"content-length", b"2"),
                   (b"content-type", b"application/json")], id="json-with-header"),
+    # The status callback's answers: a bare Response(status_code=...) names no type.
+    pytest.param(Answer(204, b"", {}, None), [], id="204-untyped"),
+    pytest.param(Answer(404, b"", {}, None), [(b"content-length", b"0")], id="404-untyped"),
 ])
 async def test_a_raw_endpoint_answers_as_a_response_would(started: Started, answer: Answer,
                                                            expected: list[Any]) -> None:
@@ -246,7 +249,7 @@ async def test_a_raw_endpoint_answers_as_a_response_would(started: Started, answ
     async with started() as running:
         status = await running.app._answer_raw(endpoint, {}, send, send)
         response = Response(answer.body, status_code=answer.status, headers=answer.headers,
-                            media_type="application/json")
+                            media_type=answer.media_type)
     assert status == answer.status
     assert sent[0]["headers"] == expected
     assert sorted(sent[0]["headers"]) == sorted(response.raw_headers)

@@ -17,9 +17,10 @@ from urllib.parse import unquote_plus
 
 import structlog
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.types import Receive, Scope
 
 from connector import metrics
+from connector.api.send import Answer
 from connector.errors import BadRequest, InvalidSignature, PayloadTooLarge
 from connector.model import Applied, StatusUpdate
 from connector.optouts import suppress_reported
@@ -34,6 +35,9 @@ MAX_CALLBACK_BYTES: Final = 256 * 1024  # JSON bodies: Infobip and Sinch batch t
 MAX_FORM_BYTES: Final = 32 * 1024  # a form receipt (Twilio, Vonage) is under 2 KiB
 MAX_FIELDS: Final = 100  # Twilio's richest status callback has about 25
 _FORM: Final = "application/x-www-form-urlencoded"
+# Empty answers with no Content-Type, as Starlette's bare Response(status_code=...) gives.
+_APPLIED: Final = Answer(204, b"", {}, None)
+_NOT_FOUND: Final = Answer(404, b"", {}, None)
 
 
 def _url(services: Services, scope: Any, query: str) -> str:
@@ -80,15 +84,15 @@ async def _message_for(services: Services, vendor: Vendor, token_id: str | None,
     return None
 
 
-async def status(request: Request) -> Response:
-    scope = request.scope
-    services: Services = scope["app"].state.services
+async def status(scope: Scope, receive: Receive, services: Services) -> Answer:
+    """The endpoint in the bare form Front calls directly (its hot routes; see Front): the
+    answer is written by Front, errors mapped as the app maps them."""
     vendor = VENDORS.get(scope["path_params"]["vendor"])
     if vendor is None:
-        return Response(status_code=404)
+        return _NOT_FOUND
     structlog.contextvars.bind_contextvars(vendor=vendor.name)
     try:
-        return await _status(scope, request.receive, services, vendor)
+        return await _status(scope, receive, services, vendor)
     except InvalidSignature as exc:
         metrics.CALLBACKS.labels(vendor.name, "forbidden").inc()
         log.warning("callback_forbidden", reason=exc.message)
@@ -162,7 +166,8 @@ class _Reports:
         return entry
 
 
-async def _status(scope: Any, receive: Any, services: Services, vendor: Vendor) -> Response:
+async def _status(scope: Scope, receive: Receive, services: Services, vendor: Vendor
+                  ) -> Answer:
     # Whatever can be checked without the body is checked before it is read: a forged
     # callback costs no read and no parse.
     headers = _headers(scope)
@@ -215,4 +220,4 @@ async def _status(scope: Any, receive: Any, services: Services, vendor: Vendor) 
             services.dispatcher.wake()
         if update.opted_out:
             await suppress_reported(services, row, update, applied)
-    return Response(status_code=204)
+    return _APPLIED

@@ -190,6 +190,8 @@ class Answer(NamedTuple):
     status: int
     body: bytes  # JSON, unless `headers` name another Content-Type
     headers: Mapping[str, str]
+    # The Content-Type when `headers` name none; None for an answer without one (a bare 204).
+    media_type: str | None = "application/json"
 
 
 async def send(request: Request, extension: Extension | None = None) -> Response:
