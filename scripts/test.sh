@@ -8,6 +8,7 @@ scripts/setup.sh test
 .venv/bin/mypy --strict connector
 # Two workers (pytest-xdist): most of the time is `connector serve` starting per end-to-end
 # test, one process at a time. Tests share no fixed resource (databases, Redis accounts, ports
-# and data dirs are unique per test); tests that ever must run on one worker, one after another,
-# say so with @pytest.mark.xdist_group(name), which --dist loadgroup honours.
-exec .venv/bin/python -m pytest -n 2 --dist loadgroup "$@"
+# and data dirs are unique per test); a test that must run while no other does is marked
+# `alone` (tests/conftest.py's file lock). Plain --dist load: loadgroup and loadscope key tests
+# by node id, and schemathesis gives its 20 cases one id, so they ran 1 of them (tests/test_alone.py).
+exec .venv/bin/python -m pytest -n 2 --dist load "$@"

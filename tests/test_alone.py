@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+from pathlib import Path
 
 import pytest
 
@@ -27,3 +28,11 @@ def test_a_test_shares_the_lock() -> None:
 @pytest.mark.alone
 def test_an_alone_test_holds_it_exclusively() -> None:
     assert not _can_lock(fcntl.LOCK_SH)
+
+
+def test_the_suite_runs_every_case_of_a_shared_node_id() -> None:
+    """schemathesis parametrizes tests/e2e/test_fuzz.py into 20 cases with one node id; xdist's
+    loadgroup and loadscope modes schedule by node id and ran only one of them."""
+    script = (Path(__file__).resolve().parent.parent / "scripts" / "test.sh").read_text()
+    command = next(line for line in script.splitlines() if line.startswith("exec "))
+    assert "--dist load " in command + " "
