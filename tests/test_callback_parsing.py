@@ -9,7 +9,8 @@ from urllib.parse import parse_qsl
 import pytest
 from starlette.requests import ClientDisconnect
 
-from connector.api.callbacks import MAX_FIELDS, _body, _fields, _headers
+from connector.api.callbacks import MAX_FIELDS, _fields, _headers
+from connector.api.send import receive_body
 from connector.errors import BadRequest, PayloadTooLarge
 
 FORMS = [
@@ -54,14 +55,16 @@ async def test_body_joins_chunks_and_refuses_past_the_limit() -> None:
     chunks = [{"type": "http.request", "body": b"ab", "more_body": True},
               {"type": "http.request", "body": b"", "more_body": True},
               {"type": "http.request", "body": b"cd"}]
-    assert await _body(_receiver(*chunks), {}, 4) == b"abcd"
+    bare: dict[str, Any] = {"headers": []}
+    assert await receive_body(bare, _receiver(*chunks), 4) == b"abcd"
     with pytest.raises(PayloadTooLarge):
-        await _body(_receiver(*chunks), {}, 3)
+        await receive_body(bare, _receiver(*chunks), 3)
     with pytest.raises(PayloadTooLarge):  # a declared length past the limit: nothing read
-        await _body(_receiver(), {"content-length": "5"}, 4)
+        await receive_body({"headers": [(b"content-length", b"5")]}, _receiver(), 4)
 
 
 async def test_body_stops_at_a_disconnect() -> None:
     with pytest.raises(ClientDisconnect):
-        await _body(_receiver({"type": "http.request", "body": b"a", "more_body": True},
-                              {"type": "http.disconnect"}), {}, 10)
+        await receive_body({"headers": []},
+                           _receiver({"type": "http.request", "body": b"a", "more_body": True},
+                                     {"type": "http.disconnect"}), 10)

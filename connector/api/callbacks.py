@@ -16,12 +16,12 @@ from typing import Any, Final
 from urllib.parse import unquote_plus
 
 import structlog
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.types import Receive, Scope
 
 from connector import metrics
-from connector.api.send import Answer
-from connector.errors import BadRequest, InvalidSignature, PayloadTooLarge
+from connector.api.send import Answer, receive_body
+from connector.errors import BadRequest, InvalidSignature
 from connector.model import Applied, StatusUpdate
 from connector.optouts import suppress_reported
 from connector.services import Services
@@ -127,26 +127,6 @@ def _headers(scope: Any) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
 
 
-async def _body(receive: Any, headers: dict[str, str], limit: int) -> bytes:
-    """The body, refusing (413) as soon as it passes `limit` bytes."""
-    declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body is larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ClientDisconnect()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body is larger than {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
 class _Reports:
     """The deployment's report builder, noting whether it built a report: the dispatcher is
     woken only then. A status the platform does not hear of (`sent` under the default
@@ -179,7 +159,7 @@ async def _status(scope: Scope, receive: Receive, services: Services, vendor: Ve
     if token_id is None and (token or vendor.token_callbacks):
         raise InvalidSignature("callback token is missing or invalid")
     form = headers.get("content-type", "").startswith(_FORM)
-    body = await _body(receive, headers, MAX_FORM_BYTES if form else MAX_CALLBACK_BYTES)
+    body = await receive_body(scope, receive, MAX_FORM_BYTES if form else MAX_CALLBACK_BYTES)
     method = scope["method"]
     if method == "GET":
         params = [(k, v) for k, v in query if k != "m"]
