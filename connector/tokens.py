@@ -60,8 +60,17 @@ class CallbackTokens:
     def sign(self, message_id: str) -> str:
         if _COMPACT_ID.fullmatch(message_id):
             raw = bytes.fromhex(message_id)
-            return _b64(raw) + _b64(self._mac(raw))
+            token = _b64(raw) + _b64(self._mac(raw))
+            # Made here, so good by construction: the message's callbacks that reach this
+            # process need no MAC of their own (one HMAC per message saved, #11).
+            self._remember(token, message_id)
+            return token
         return self._signer.sign(message_id).decode()
+
+    def _remember(self, token: str, message_id: str) -> None:
+        self._verified[token] = message_id
+        if len(self._verified) > _TOKEN_CACHE_SIZE:
+            del self._verified[next(iter(self._verified))]
 
     def unsign(self, token: str) -> str | None:
         """The message id, or None when the token was not made by this deployment."""
@@ -69,9 +78,7 @@ class CallbackTokens:
         if message_id is None:
             message_id = self._check(token)
             if message_id is not None:
-                self._verified[token] = message_id
-                if len(self._verified) > _TOKEN_CACHE_SIZE:
-                    del self._verified[next(iter(self._verified))]
+                self._remember(token, message_id)
         return message_id
 
     def _check(self, token: str) -> str | None:

@@ -76,3 +76,14 @@ async def test_invented_accounts_cannot_grow_the_bucket_table_without_bound() ->
     # A bucket dropped for room was full anyway; one kept still counts.
     clock.now += 0.5
     assert (await buckets.take("later-98", 1.0, 1.0, 1.0))[0] > 0
+
+
+def test_known_credentials_are_remembered_boundedly_and_match_a_fresh_hash() -> None:
+    tenants = Tenants(KEY)
+    first = tenants.of("twilio", OWNER)
+    for n in range(1500):  # more accounts than it keeps
+        tenant = tenants.of("twilio", {"account-sid": f"AC{n}", "auth-token": f"t{n}"})
+        assert tenant == Tenants(KEY).of("twilio", {"account-sid": f"AC{n}", "auth-token": f"t{n}"})
+    assert len(tenants._known) <= 1024
+    assert tenants.of("twilio", OWNER) == first == Tenants(KEY).of("twilio", OWNER)
+    assert tenants.of("twilio", FORGED) != first  # a remembered secret answers for itself only

@@ -82,8 +82,8 @@ def test_verified_tokens_are_remembered_boundedly_and_forged_ones_never() -> Non
     assert tokens.unsign(token) == message_id
     tokens._key = b"another key"  # a second look would now fail: the answer is remembered
     assert tokens.unsign(token) == message_id
-    forged = tokens.sign(new_message_id())  # made with the other key: refused, and again
     tokens._key = _derive_again("deployment-secret")
+    forged = CallbackTokens("another deployment").sign(new_message_id())  # refused, and again
     assert tokens.unsign(forged) is None
     assert tokens.unsign(forged) is None and forged not in tokens._verified
     for _ in range(5000):
@@ -93,3 +93,24 @@ def test_verified_tokens_are_remembered_boundedly_and_forged_ones_never() -> Non
 
 def _derive_again(secret: str) -> bytes:
     return CallbackTokens(secret)._key
+
+
+def test_a_token_this_process_made_needs_no_mac_to_verify_and_others_still_do() -> None:
+    tokens = CallbackTokens("deployment-secret")
+    message_id = new_message_id()
+    token = tokens.sign(message_id)
+    checked: list[str] = []
+    real_check = tokens._check
+
+    def check(given: str) -> str | None:
+        checked.append(given)
+        return real_check(given)
+
+    tokens._check = check  # type: ignore[method-assign]
+    assert tokens.unsign(token) == message_id and checked == []  # remembered when made
+    # Another process of the deployment (no memory of it) verifies it by its MAC...
+    other = CallbackTokens("deployment-secret")
+    assert other.unsign(token) == message_id
+    # ...and a tampered spelling is never taken for the one made here.
+    tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
+    assert tokens.unsign(tampered) is None and checked == [tampered]

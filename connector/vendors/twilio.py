@@ -8,6 +8,7 @@ https://www.twilio.com/docs/api/errors (table in shared/reference/vendors.md sec
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 from collections.abc import Mapping
 from typing import Final
@@ -108,8 +109,21 @@ def signature(token: str, url: str, params: list[tuple[str, str]]) -> str:
     sorted and de-duplicated as the official SDK does (sorting the distinct pairs orders by
     name, then value: the same string, built without a Python call per field)."""
     payload = url + "".join(map("".join, sorted(set(params))))
-    digest = hmac.digest(token.encode(), payload.encode(), "sha1")
-    return base64.b64encode(digest).decode()
+    keyed = _KEYED.get(token)
+    if keyed is None:
+        keyed = _KEYED[token] = hmac.new(token.encode(), digestmod=hashlib.sha1)
+        if len(_KEYED) > _KEYED_TOKENS:
+            del _KEYED[next(iter(_KEYED))]
+    mac = keyed.copy()
+    mac.update(payload.encode())
+    return base64.b64encode(mac.digest()).decode()
+
+
+# HMACs keyed with an account's auth token, oldest first: copying one skips the key set-up
+# a one-shot hmac.digest repeats for each callback (~6,000 of its ~28,000 instructions under
+# callgrind). Bounded; process memory only, never logged.
+_KEYED: dict[str, hmac.HMAC] = {}
+_KEYED_TOKENS: Final = 256
 
 
 def _port_variants(url: str) -> tuple[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hmac
 from urllib.parse import parse_qsl
 
 import httpx
@@ -201,3 +203,18 @@ def test_undelivered_carries_error_code() -> None:
 def test_unknown_status_is_ignored_not_raised() -> None:
     params = [("MessageSid", "SM1"), ("MessageStatus", "teleported")]
     assert ADAPTER.parse_status(_callback("https://x", params, "")) == []
+
+
+def test_signatures_stay_right_when_keyed_macs_are_reused_and_evicted() -> None:
+    # The keyed HMAC kept per auth token is copied, never fed: the same input signs the same.
+    for _ in range(3):
+        assert twilio.signature("12345", VECTOR_URL, VECTOR_PARAMS) == \
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+    for n in range(600):  # more tokens than it keeps
+        token = f"token-{n}"
+        expected = base64.b64encode(hmac.digest(
+            token.encode(), (VECTOR_URL + "".join(map("".join, sorted(set(VECTOR_PARAMS)))))
+            .encode(), "sha1")).decode()
+        assert twilio.signature(token, VECTOR_URL, VECTOR_PARAMS) == expected
+    assert len(twilio._KEYED) <= 256
+    assert twilio.signature("12345", VECTOR_URL, VECTOR_PARAMS) == "RSOYDt4T1cUTdK1PDd93/VVr8B8="
