@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 from starlette.responses import Response
 
 from connector.api.send import Answer
@@ -254,3 +255,18 @@ async def test_a_raw_endpoint_answers_as_a_response_would(started: Started, answ
     assert sent[0]["headers"] == expected
     assert sorted(sent[0]["headers"]) == sorted(response.raw_headers)
     assert sent[1]["body"] == answer.body
+
+
+async def test_a_second_request_in_one_context_does_not_inherit_the_firsts_log_context(
+        started: Started) -> None:
+    # httpx's ASGI transport runs the app in this task: one context serves both requests.
+    async with started() as running:
+        sent = await running.client.post("/sms/send", headers=HEADERS, content=body())
+        assert sent.status_code == 200
+        bound = structlog.contextvars.get_contextvars()
+        assert bound.get("message_id") == sent.json()["message_id"]  # what the send bound
+        broken = await running.client.post("/sms/send", headers=HEADERS, content=b"{")
+        assert broken.status_code == 400
+        left = structlog.contextvars.get_contextvars()
+    assert "message_id" not in left and "vendor" not in left and "request_id" not in left
+    assert left.get("error") is not None  # the refusal's own context is there
