@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from connector import cli
+from connector.server import HttpProtocol
 from connector.settings import Settings
 
 
@@ -24,3 +25,4 @@ def test_serve_leaves_proxy_headers_off(tmp_path: Path, monkeypatch: pytest.Monk
     cli._serve(Settings.from_env({"CONNECTOR_DATA_DIR": str(tmp_path)}), 1)
     assert given["proxy_headers"] is False
     assert given["factory"] is True
+    assert given["http"] is HttpProtocol  # the connector's own protocol (connector/server.py)

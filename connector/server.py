@@ -1,0 +1,328 @@
+"""The HTTP/1.1 connection protocol uvicorn runs for `connector serve` (#11).
+
+uvicorn still does everything around it (processes, signals, lifespan, graceful shutdown);
+this replaces its httptools protocol with one that behaves the same towards clients and the
+app but does less per request: no Event or many-attribute cycle object per request, one
+keep-alive timer per connection re-armed lazily instead of one per request, the app's header
+lines checked and rendered once each (connector/exchange.py), no str.format for the HTTP
+version. Measured with `bench/servers.py --instructions`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections import deque
+from typing import Any, Final
+from urllib.parse import unquote
+
+import httptools
+from uvicorn.config import Config
+from uvicorn.logging import TRACE_LOG_LEVEL
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT, service_unavailable
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
+from uvicorn.server import ServerState
+
+from connector.exchange import Exchange
+
+_TASK_NAME: Final = "connector.server request"
+_WATCHED: Final = frozenset({b"expect", b"connection"})
+
+
+class HttpProtocol(asyncio.Protocol):
+    """uvicorn's `http=` protocol class: constructed per connection as uvicorn constructs its
+    own, registered in server_state.connections, shut down by Server through shutdown()."""
+
+    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        if not config.loaded:
+            config.load()
+        self.config = config
+        self.app = config.loaded_app
+        self.loop = _loop or asyncio.get_event_loop()
+        self.logger = logging.getLogger("uvicorn.error")
+        self.access_logger = logging.getLogger("uvicorn.access")
+        self.access_log = self.access_logger.hasHandlers()
+        self.parser = httptools.HttpRequestParser(self)
+        # As uvicorn: answer the first of pipelined requests even if the client closed after.
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        self.root_path = config.root_path
+        self.raw_root = config.root_path.encode("ascii")
+        self.asgi = {"version": config.asgi_version, "spec_version": "2.3"}
+        self.limit_concurrency = config.limit_concurrency
+        self.keep_alive_for = config.timeout_keep_alive
+        self.fresh_context = config.reset_contextvars
+        self.direct_tasks = self.loop.get_task_factory() is None
+        self.app_state = app_state
+        self.server_state = server_state
+        self.connections = server_state.connections
+        self.tasks = server_state.tasks
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.server: tuple[str, int | None] | None = None
+        self.client: tuple[str, int] | None = None
+        self.scheme = "http"
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.expect_100 = self.connection_given = False
+        self.current: Exchange | None = None  # the request being read (the latest)
+        self.running: Exchange | None = None  # the request being answered
+        self.pipeline: deque[Exchange] = deque()
+        self.upgrade: tuple[bytes, bytes, list[tuple[bytes, bytes]]] | None = None
+        self.read_paused = self.write_paused = False
+        self.writable: asyncio.Future[None] | None = None
+        self.idle = False
+        self.idle_since = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.connections.add(self)  # type: ignore[arg-type]
+        self.transport = transport
+        self.server = get_local_addr(transport)
+        self.client = get_remote_addr(transport)
+        self.scheme = "https" if is_ssl(transport) else "http"
+        self._trace("HTTP connection made")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        self._trace("HTTP connection lost")
+        for exchange in (self.running, self.current):
+            if exchange is not None:
+                if not exchange.complete:
+                    exchange.disconnected = True
+                exchange.wake()
+        self.resume_writing()
+        if exc is None:
+            self.transport.close()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _trace(self, what: str) -> None:
+        if self.logger.level <= TRACE_LOG_LEVEL:  # as uvicorn logs them, at its TRACE level
+            prefix = "{}:{} - ".format(*self.client) if self.client else ""
+            self.logger.log(TRACE_LOG_LEVEL, "%s%s", prefix, what)
+
+    def eof_received(self) -> None:
+        pass
+
+    def data_received(self, data: bytes) -> None:
+        self.idle = False
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self.upgrade is not None:
+                self._hand_over()
+            else:
+                self._unsupported_upgrade()
+        except httptools.HttpParserError:
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self._send_400(msg)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.writable is not None:
+            if not self.writable.done():
+                self.writable.set_result(None)
+            self.writable = None
+
+    async def drain(self) -> None:
+        if self.writable is None:
+            self.writable = self.loop.create_future()
+        await asyncio.shield(self.writable)
+
+    # httptools callbacks
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        # llhttp keeps trailing whitespace, which RFC 9110 section 5.5 excludes from a value.
+        value = value.rstrip(b" \t")
+        if name in _WATCHED:
+            if name == b"connection":
+                self.connection_given = True
+            elif value.lower() == b"100-continue":
+                self.expect_100 = True
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        headers, url, expect_100 = self.headers, self.url, self.expect_100
+        self.headers, self.url, self.expect_100 = [], b"", False
+        method = parser.get_method()
+        if parser.should_upgrade() and self._upgrade_to_ws(headers):
+            self.upgrade = (method, url, headers)
+            self.current = None
+            return
+        keep_alive = parser.should_keep_alive()
+        if keep_alive and not self.connection_given:
+            # Only HTTP/1.1 keeps alive without a Connection header (llhttp refuses other
+            # 1.x versions), and get_http_version() costs a str.format per request.
+            version = "1.1"
+        else:
+            version = parser.get_http_version()
+            keep_alive = keep_alive and version != "1.0"
+            self.connection_given = False
+        if url[:1] == b"/" and url.find(b"#") < 0:  # (`in` raises and clears a TypeError)
+            raw_path, _, query = url.partition(b"?")
+        else:  # absolute-form, a fragment, `*`: as uvicorn reads them
+            parsed = httptools.parse_url(url)
+            raw_path, query = parsed.path, parsed.query or b""
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = unquote(path)
+        scope = {"type": "http", "asgi": self.asgi, "http_version": version,
+                 "server": self.server, "client": self.client, "scheme": self.scheme,
+                 "method": method.decode("ascii"), "root_path": self.root_path,
+                 "path": self.root_path + path, "raw_path": self.raw_root + raw_path,
+                 "query_string": query, "headers": headers, "state": self.app_state.copy()}
+        exchange = Exchange(self, scope, keep_alive, expect_100, method == b"HEAD")
+        self.current = exchange
+        if self.running is None:
+            self._start(exchange)
+        else:  # pipelined: answered in order, once the one before has been
+            self.pause_reading()
+            self.pipeline.append(exchange)
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self.current
+        if exchange is None or exchange.complete:
+            return  # answered already (say 413 before reading): the rest is dropped
+        held = exchange.body
+        if not held:
+            held = exchange.body = body
+        else:
+            if type(held) is bytes:
+                held = exchange.body = bytearray(held)
+            held += body
+        if len(held) > HIGH_WATER_LIMIT:
+            self.pause_reading()
+        if exchange.waiter is not None:
+            exchange.wake()
+
+    def on_message_complete(self) -> None:
+        exchange = self.current
+        if exchange is None or exchange.complete:
+            return
+        exchange.more_body = False
+        if exchange.waiter is not None:
+            exchange.wake()
+
+    # requests
+
+    def _start(self, exchange: Exchange) -> None:
+        self.running = exchange
+        app = self.app
+        limit = self.limit_concurrency
+        if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
+            app = service_unavailable
+            self.logger.warning("Exceeded concurrency limit.")
+        context = contextvars.Context() if self.fresh_context else None  # uvicorn's opt-in
+        if self.direct_tasks:  # without the loop's wrapper or a name made per task
+            task = asyncio.Task(exchange.run(app), loop=self.loop, name=_TASK_NAME,
+                                context=context)
+        else:
+            task = self.loop.create_task(exchange.run(app), context=context)
+        exchange.task = task
+        self.tasks.add(task)  # Exchange.run takes it out as it ends
+
+    def response_done(self) -> None:
+        self.server_state.total_requests += 1
+        self.running = None
+        if self.transport.is_closing():
+            return
+        if self.read_paused:
+            self.resume_reading()
+        if self.pipeline:
+            self._start(self.pipeline.popleft())
+            return
+        self.idle = True
+        self.idle_since = self.loop.time()
+        if self.timer is None:
+            self.timer = self.loop.call_at(self.idle_since + self.keep_alive_for, self._idle)
+
+    def _idle(self) -> None:
+        """The connection's one keep-alive timer: closes it when no request came for
+        timeout_keep_alive seconds after the last answer; otherwise waits again, or (a request
+        is being read or answered) is armed again when that one is answered."""
+        self.timer = None
+        if not self.idle or self.transport.is_closing():
+            return
+        due = self.idle_since + self.keep_alive_for
+        if self.loop.time() >= due:
+            self.transport.close()
+        else:
+            self.timer = self.loop.call_at(due, self._idle)
+
+    def shutdown(self) -> None:
+        """Server's graceful shutdown: close now if idle, else after the answer."""
+        exchange = self.current
+        if exchange is None or exchange.complete:
+            self.transport.close()
+        else:
+            exchange.keep_alive = False
+
+    def pause_reading(self) -> None:
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def _send_400(self, msg: str) -> None:
+        content = [STATUS_LINE[400]]
+        for name, value in self.server_state.default_headers:
+            content.extend([name, b": ", value, b"\r\n"])
+        content.extend([b"content-type: text/plain; charset=utf-8\r\n",
+                        b"content-length: " + str(len(msg)).encode("ascii") + b"\r\n",
+                        b"connection: close\r\n", b"\r\n", msg.encode("ascii")])
+        self.transport.write(b"".join(content))
+        self.transport.close()
+
+    # WebSocket upgrade: handed to uvicorn's ws protocol as its own protocol hands it over
+
+    def _upgrade_to_ws(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        if self.config.ws_protocol_class is None:
+            return False
+        connection: list[bytes] = []
+        upgrade = None
+        for name, value in headers:
+            if name == b"connection":
+                connection = [token.lower().strip() for token in value.split(b",")]
+            if name == b"upgrade":
+                upgrade = value.lower()
+        return b"upgrade" in connection and upgrade == b"websocket"
+
+    def _unsupported_upgrade(self) -> None:
+        self.logger.warning("Unsupported upgrade request.")
+        if self.config.ws_protocol_class is None:
+            self.logger.warning("No supported WebSocket library detected. Please use \"pip "
+                                "install 'uvicorn[standard]'\", or install 'websockets' or "
+                                "'wsproto' manually.")
+
+    def _hand_over(self) -> None:
+        assert self.upgrade is not None and self.config.ws_protocol_class is not None
+        method, url, headers = self.upgrade
+        self._trace("Upgrading to WebSocket")
+        self.connections.discard(self)
+        output = [method, b" ", url, b" HTTP/1.1\r\n"]
+        for name, value in headers:
+            output += [name, b": ", value, b"\r\n"]
+        output.append(b"\r\n")
+        protocol = self.config.ws_protocol_class(  # type: ignore[call-arg]
+            config=self.config, server_state=self.server_state, app_state=self.app_state)
+        protocol.connection_made(self.transport)
+        self.transport.set_protocol(protocol)
+        protocol.data_received(b"".join(output))
