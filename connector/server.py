@@ -29,6 +29,15 @@ from connector.exchange import Exchange
 
 _TASK_NAME: Final = "connector.server request"
 _WATCHED: Final = frozenset({b"expect", b"connection"})
+# A request's target and header fields together, and how many fields: beyond these it is a
+# 431 and the connection closes. llhttp sets no limit of its own (uvicorn's httptools
+# protocol took a 2 MB header whole); nginx allows 4 x 8 KiB by default.
+MAX_HEAD_BYTES: Final = 32 * 1024
+MAX_HEAD_FIELDS: Final = 100
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback; httptools hands it back wrapped in its own error."""
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -65,6 +74,8 @@ class HttpProtocol(asyncio.Protocol):
         self.scheme = "http"
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
+        self.head_bytes = 0
+        self.head_too_large = False
         self.expect_100 = self.connection_given = False
         self.current: Exchange | None = None  # the request being read (the latest)
         self.running: Exchange | None = None  # the request being answered
@@ -119,9 +130,12 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 self._unsupported_upgrade()
         except httptools.HttpParserError:
+            if self.head_too_large:
+                self._send_error(431, "Request header fields too large.")
+                return
             msg = "Invalid HTTP request received."
             self.logger.warning(msg)
-            self._send_400(msg)
+            self._send_error(400, msg)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -142,8 +156,18 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        if len(self.url) > MAX_HEAD_BYTES:
+            self._head_too_large()
+
+    def _head_too_large(self) -> None:
+        self.head_too_large = True
+        raise _HeadTooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_bytes += len(name) + len(value)
+        if (self.head_bytes + len(self.url) > MAX_HEAD_BYTES
+                or len(self.headers) >= MAX_HEAD_FIELDS):
+            self._head_too_large()
         name = name.lower()
         # llhttp keeps trailing whitespace, which RFC 9110 section 5.5 excludes from a value.
         value = value.rstrip(b" \t")
@@ -158,6 +182,7 @@ class HttpProtocol(asyncio.Protocol):
         parser = self.parser
         headers, url, expect_100 = self.headers, self.url, self.expect_100
         self.headers, self.url, self.expect_100 = [], b"", False
+        self.head_bytes = 0
         method = parser.get_method()
         if parser.should_upgrade() and self._upgrade_to_ws(headers):
             self.upgrade = (method, url, headers)
@@ -281,8 +306,8 @@ class HttpProtocol(asyncio.Protocol):
             self.read_paused = False
             self.transport.resume_reading()
 
-    def _send_400(self, msg: str) -> None:
-        content = [STATUS_LINE[400]]
+    def _send_error(self, status: int, msg: str) -> None:
+        content = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             content.extend([name, b": ", value, b"\r\n"])
         content.extend([b"content-type: text/plain; charset=utf-8\r\n",

@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from connector.server import HttpProtocol
+from connector.server import MAX_HEAD_BYTES, MAX_HEAD_FIELDS, HttpProtocol
 from tests.raw_http import Client
 
 Message = dict[str, Any]
@@ -282,3 +282,44 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_timeout(served: Serve
         sock.sendall(post("/echo", b"once"))
         assert sock.answer()[2] == b"once"
         assert sock.closed()  # timeout_keep_alive=1; the socket's own timeout is 10 s
+
+
+@pytest.fixture
+def connector_served() -> Iterator[Served]:
+    serving = Served(App(), HttpProtocol)
+    try:
+        yield serving
+    finally:
+        serving.stop()
+
+
+@pytest.mark.parametrize("head", [
+    pytest.param([b"x-big: " + b"a" * (MAX_HEAD_BYTES + 1)], id="one-big-field"),
+    pytest.param([b"x-%d: v" % n for n in range(MAX_HEAD_FIELDS + 1)], id="too-many-fields"),
+    pytest.param([b"x-part-%d: " % n + b"b" * 4000 for n in range(9)], id="fields-adding-up"),
+])
+def test_a_head_beyond_the_limits_is_a_431_and_closes(connector_served: Served,
+                                                      head: list[bytes]) -> None:
+    # uvicorn's httptools protocol sets no limit (it took a 2 MB header): the connector's only.
+    with connector_served.connect() as sock:
+        sock.sendall(post("/echo", b"hi", *head))
+        status, headers, body = sock.answer()
+        assert status == b"HTTP/1.1 431 Request Header Fields Too Large"
+        assert body == b"Request header fields too large."
+        assert headers[b"connection"] == b"close"
+        assert sock.closed()
+    assert connector_served.app.scopes == []
+
+
+def test_a_head_within_the_limits_is_served_and_the_count_starts_again(
+        connector_served: Served) -> None:
+    near = [b"x-%d: " % n + b"c" * 3000 for n in range(9)]  # ~27 KiB, under the limit
+    with connector_served.connect() as sock:
+        for n in range(3):  # on one connection: each request's head is counted afresh
+            sock.sendall(post("/echo", b"n%d" % n, *near))
+            status, _, body = sock.answer()
+            assert (status, body) == (b"HTTP/1.1 200 OK", b"n%d" % n)
+        long_url = b"/echo?" + b"q" * (MAX_HEAD_BYTES + 1)
+        sock.sendall(b"GET %b HTTP/1.1\r\nhost: t\r\n\r\n" % long_url)
+        status, _, _ = sock.answer()
+        assert status == b"HTTP/1.1 431 Request Header Fields Too Large"
