@@ -174,10 +174,11 @@ _STAMP_AND_REPORT: Final = (
 # Many callbacks' changes in one statement, each on condition that its row is as read. The
 # batch comes as one JSON array of _Stamp objects (the payload in base64): see _fetch_json.
 _STAMP_MANY_IF_UNCHANGED: Final = (
-    "WITH d AS (SELECT id, seen_at, status, vendor_message_id, from_number, segments, "
-    "error_code, error_message, handed_off_at, delivered_at, errored_at, now, event_id, url, "
+    "WITH d AS (SELECT id, seen_at, seen_status, status, vendor_message_id, from_number, "
+    "segments, "    "error_code, error_message, handed_off_at, delivered_at, errored_at, now, event_id, url, "
     "decode(payload, 'base64') AS payload FROM json_to_recordset($1::json) AS d(id text, "
-    "seen_at double precision, status text, vendor_message_id text, from_number text, "
+    "seen_at double precision, seen_status text, status text, vendor_message_id text, "
+    "from_number text, "
     "segments integer, error_code text, error_message text, handed_off_at double precision, "
     "delivered_at double precision, errored_at double precision, now double precision, "
     "event_id text, url text, payload text) ORDER BY id), "
@@ -186,7 +187,9 @@ _STAMP_MANY_IF_UNCHANGED: Final = (
     "segments = d.segments, error_code = d.error_code, error_message = d.error_message, "
     "handed_off_at = d.handed_off_at, delivered_at = d.delivered_at, "
     "errored_at = d.errored_at, updated_at = d.now FROM d "
-    "WHERE m.id = d.id AND m.updated_at = d.seen_at RETURNING m.id), "
+    # Two writes may share one `now`, never one status (a status only moves forward).
+    "WHERE m.id = d.id AND m.updated_at = d.seen_at AND m.status = d.seen_status "
+    "RETURNING m.id), "
     "queued AS (INSERT INTO outbox (event_id, message_id, url, payload, next_at, created_at) "
     "SELECT d.event_id, d.id, d.url, d.payload, d.now, d.now FROM d JOIN changed c "
     "ON c.id = d.id WHERE d.event_id IS NOT NULL ON CONFLICT (event_id) DO NOTHING) "
@@ -329,6 +332,7 @@ class _Stamp(msgspec.Struct, frozen=True, kw_only=True):
 
     id: str
     seen_at: float
+    seen_status: str
     status: str
     vendor_message_id: str | None
     from_number: str | None
@@ -716,7 +720,8 @@ class PostgresStore:
         new = stamped(seen, update, now)
         entry = report(new, update, now)
         stamp = _Stamp(
-            id=seen.id, seen_at=seen.updated_at, status=str(new.status),
+            id=seen.id, seen_at=seen.updated_at, seen_status=seen.status.value,
+            status=str(new.status),
             vendor_message_id=new.vendor_message_id, from_number=new.from_number,
             segments=new.segments, error_code=new.error_code, error_message=new.error_message,
             handed_off_at=new.handed_off_at, delivered_at=new.delivered_at,

@@ -59,6 +59,9 @@ _STAMP: Final = (
     "error_code = ?, error_message = ?, handed_off_at = ?, delivered_at = ?, errored_at = ?, "
     "updated_at = ? WHERE id = ?"
 )
+# The row is the one read when both hold: two writes may share one `now` (updated_at), never
+# one status, as a status only moves forward.
+_STAMP_IF_UNCHANGED: Final = f"{_STAMP} AND updated_at = ? AND status = ?"
 
 
 def rank_sql(column: str) -> str:
@@ -576,7 +579,7 @@ class SqliteStore:
         if (seen is not None and seen.id == message_id and advances(update, seen)
                 and (update.part_id is None or (seen.parts <= 1 and seen.answered))):
             new = stamped(seen, update, now)
-            fast = (new, report(new, update, now), seen.updated_at)
+            fast = (new, report(new, update, now), seen)
 
         def apply(db: sqlite3.Connection) -> Applied:
             if fast is not None and self._stamp(db, fast[0], fast[1], now, fast[2]):
@@ -615,15 +618,16 @@ class SqliteStore:
 
     @staticmethod
     def _stamp(db: sqlite3.Connection, new: MessageRow, entry: OutboxEntry | None, now: float,
-               if_updated_at: float | None) -> bool:
-        """Write the new status and queue its report; with `if_updated_at`, only when the row
+               seen: MessageRow | None) -> bool:
+        """Write the new status and queue its report; with `seen`, only when the row
         is still the one read (False, and nothing written, when it is not)."""
         values = (str(new.status), new.vendor_message_id, new.from_number, new.segments,
                   new.error_code, new.error_message, new.handed_off_at, new.delivered_at,
                   new.errored_at, now, new.id)
-        if if_updated_at is None:
+        if seen is None:
             db.execute(_STAMP, values)
-        elif db.execute(_STAMP + " AND updated_at = ?", (*values, if_updated_at)).rowcount != 1:
+        elif db.execute(_STAMP_IF_UNCHANGED,
+                        (*values, seen.updated_at, seen.status.value)).rowcount != 1:
             return False
         if entry is not None:
             db.execute(_QUEUE, (entry.event_id, new.id, entry.url, entry.payload, now, now))
