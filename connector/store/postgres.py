@@ -352,7 +352,6 @@ class _Advance(msgspec.Struct, frozen=True):
     """One status change in _ADVANCE_MANY's JSON, by name: sqlite.advance_parameters."""
 
     status: str
-    vendor_message_id: str | None
     from_number: str | None
     segments: int | None
     error_code: str | None
@@ -361,9 +360,9 @@ class _Advance(msgspec.Struct, frozen=True):
     delivered_at: float | None
     errored_at: float | None
     now: float
+    vendor_message_id: str | None
     id: str
     rank: int
-
 
 
 def _row(record: asyncpg.Record) -> MessageRow:

@@ -74,16 +74,15 @@ def rank_sql(column: str) -> str:
 # parameters already reduced (`x or None`, the timestamps it sets or None), so what is left
 # to compute is which of them the row keeps. Python's `or` passes over '' and 0 as over None.
 ADVANCE: Final = (
-    "UPDATE messages SET status = ?, vendor_message_id = CASE WHEN vendor_message_id IS NULL "
-    "OR vendor_message_id = '' THEN ? ELSE vendor_message_id END, "
+    "UPDATE messages SET status = ?, "
     "from_number = COALESCE(?, from_number), segments = COALESCE(?, segments), "
     "error_code = COALESCE(?, error_code), error_message = COALESCE(?, error_message), "
     "handed_off_at = CASE WHEN handed_off_at IS NULL OR handed_off_at = 0 THEN ? "
     "ELSE handed_off_at END, delivered_at = COALESCE(?, delivered_at), "
-    "errored_at = COALESCE(?, errored_at), updated_at = ? "
-    f"WHERE id = ? AND {rank_sql('status')} < ?"
+    "errored_at = COALESCE(?, errored_at), updated_at = ?, "
+    "vendor_message_id = CASE WHEN vendor_message_id IS NULL OR vendor_message_id = '' "
+    f"THEN ? ELSE vendor_message_id END WHERE id = ? AND {rank_sql('status')} < ?"
 )
-_ADVANCE_RETURNING: Final = f"{ADVANCE} RETURNING {_ROW_COLUMNS}"
 _QUEUE: Final = (
     "INSERT INTO outbox (event_id, message_id, url, payload, next_at, created_at) "
     "VALUES (?,?,?,?,?,?) ON CONFLICT (event_id) DO NOTHING"
@@ -202,12 +201,12 @@ def advance_parameters(message_id: str, update: StatusUpdate, now: float
     """ADVANCE's parameters: what stamped() takes from `update` whatever the row holds."""
     status = update.status
     at = update.occurred_at or now
-    return (status.value, update.vendor_message_id, update.from_number or None,
+    return (status.value, update.from_number or None,
             update.segments or None, update.error_code or None, update.error_message or None,
             at if RANK[status] >= _SENT_RANK else None,
             at if status is Status.DELIVERED else None,
             at if status in TERMINAL and status is not Status.DELIVERED else None,
-            now, message_id, RANK[status])
+            now, update.vendor_message_id, message_id, RANK[status])
 
 
 def unapplied(update: StatusUpdate, status: str | None) -> Applied:
@@ -662,33 +661,27 @@ class SqliteStore:
                       report: ReportBuilder) -> Applied:
         if update.part_id is not None:  # the parts table decides: the full path
             return await self.apply_status(message_id, update, now, report)
+        if may_report(report, update.status):
+            # The report is built from the row: read it inside the write's transaction and
+            # stamp it as apply_status does. Measured (callgrind) against the alternatives:
+            # UPDATE ... RETURNING the row cost 27,000 instructions more than this read
+            # (SQLite gathers RETURNING rows in a temporary table), and writing before the
+            # builder runs needs a savepoint to undo a builder's failure (17,000 more).
+            def apply(db: sqlite3.Connection) -> Applied:
+                found = db.execute(f"SELECT {_ROW_COLUMNS} FROM messages WHERE id = ?",
+                                   (message_id,)).fetchone()
+                if found is None:
+                    return Applied.UNKNOWN
+                return self._apply(db, _row(found), update, now, report)
+            return await self._write(apply)
         params = advance_parameters(message_id, update, now)
-        if not may_report(report, update.status):
-            def stamp(db: sqlite3.Connection) -> Applied:
-                if db.execute(ADVANCE, params).rowcount == 1:
-                    return Applied.APPLIED
-                return self._unapplied(db, message_id, update)
-            return await self._write(stamp)
 
-        def stamp_and_report(db: sqlite3.Connection) -> Applied:
-            # A savepoint, so a failing report builder undoes this change alone.
-            db.execute("SAVEPOINT advance")
-            try:
-                found = db.execute(_ADVANCE_RETURNING, params).fetchall()
-                if found:
-                    new = _row(found[0])
-                    entry = report(new, update, now)
-                    if entry is not None:
-                        db.execute(_QUEUE, (entry.event_id, message_id, entry.url,
-                                            entry.payload, now, now))
-            except BaseException:
-                db.execute("ROLLBACK TO advance")
-                raise
-            finally:
-                db.execute("RELEASE advance")
-            return Applied.APPLIED if found else self._unapplied(db, message_id, update)
+        def advance(db: sqlite3.Connection) -> Applied:
+            if db.execute(ADVANCE, params).rowcount == 1:
+                return Applied.APPLIED
+            return self._unapplied(db, message_id, update)
 
-        return await self._write(stamp_and_report)
+        return await self._write(advance)
 
     @staticmethod
     def _unapplied(db: sqlite3.Connection, message_id: str, update: StatusUpdate) -> Applied:
