@@ -20,6 +20,11 @@ log = structlog.get_logger("connector.optouts")
 _STANDS: Final = frozenset({Applied.APPLIED, Applied.DUPLICATE})
 
 
+def acts_on(services: Services, update: StatusUpdate, applied: Applied) -> bool:
+    """Whether suppress_reported would act on this callback's result (before a row is read)."""
+    return update.opted_out and applied in _STANDS and services.settings.suppress_opt_outs
+
+
 async def suppress_reported(services: Services, row: MessageRow, update: StatusUpdate,
                             applied: Applied) -> bool:
     """Put the recipient of a verified callback's opt-out on its vendor account's list.
@@ -27,7 +32,7 @@ async def suppress_reported(services: Services, row: MessageRow, update: StatusU
     Best effort, like a refused send: the callback is answered the same either way, and a
     failed write only costs one more refused vendor call later. True when it was listed.
     """
-    if not (update.opted_out and applied in _STANDS and services.settings.suppress_opt_outs):
+    if not acts_on(services, update, applied):
         return False
     settings = services.box.open(row.sealed_settings)
     if settings is None:  # sealed under another secret key: the account cannot be named

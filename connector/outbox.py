@@ -56,11 +56,26 @@ def _fallback(encoding: str | None) -> bool | msgspec.UnsetType:
 
 def report_builder(settings: Settings) -> ReportBuilder:
     """The event the platform gets for a status change, when the deployment reports it."""
-    wanted = settings.report_statuses
+    return Reports(settings.report_statuses)
 
-    def build(row: MessageRow, update: StatusUpdate, now: float) -> OutboxEntry | None:
+
+class Reports:
+    """A ReportBuilder for the platform statuses `wanted` (CONNECTOR_REPORT_STATUSES).
+    `statuses` names the message statuses it reports, so a store can tell without building
+    one whether a status change needs the row read back for a report (store.base.may_report).
+    """
+
+    __slots__ = ("statuses", "wanted")
+
+    def __init__(self, wanted: frozenset[str]) -> None:
+        self.wanted = wanted
+        self.statuses = frozenset(status for status, shown in REPORT_STATUS.items()
+                                  if shown in wanted)
+
+    def __call__(self, row: MessageRow, update: StatusUpdate, now: float
+                 ) -> OutboxEntry | None:
         platform_status = REPORT_STATUS.get(row.status)
-        if platform_status is None or platform_status not in wanted:
+        if platform_status is None or platform_status not in self.wanted:
             return None
         code, detail = row.error_code, row.error_message
         if row.status is Status.EXPIRED:
@@ -86,8 +101,6 @@ def report_builder(settings: Settings) -> ReportBuilder:
         )
         return OutboxEntry(event_id=event.event_id, url=row.callback_url,
                            payload=_encode.encode(event))
-
-    return build
 
 
 def event_id(name: str) -> str:

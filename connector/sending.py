@@ -24,6 +24,7 @@ from connector.errors import (
 from connector.http import HttpClient
 from connector.model import Accepted, Outgoing, Status
 from connector.outbox import report_builder
+from connector.recent import RecentSends
 from connector.settings import Settings
 from connector.store.base import (
     Claim,
@@ -31,6 +32,7 @@ from connector.store.base import (
     NewMessage,
     ReportBuilder,
     SendOutcome,
+    SentVia,
     Store,
     StoredResponse,
 )
@@ -67,6 +69,8 @@ class Sender:
         self.throttle = Throttle(settings.rate_limits)
         self.per_segment = settings.rate_unit == "segments"
         self._done: dict[str, asyncio.Event] = {}  # outcome reached, per message, this process
+        # What the callbacks of messages sent here verify with (connector/api/callbacks.py).
+        self.recent = RecentSends()
 
     @property
     def claim_seconds(self) -> float:
@@ -95,6 +99,7 @@ class Sender:
         check = (tenant.account, tenant.credential) if self.settings.suppress_opt_outs else None
         claim = await self.store.claim(message, now, check)
         if claim.claimed:
+            self.recent.remember(message.id, SentVia(message.vendor, message.sealed_settings))
             return await self._forward(vendor, config, message, text, tenant=tenant,
                                        suppressed=claim.suppressed)
         log.info("dedupe_hit", original=claim.message_id, known=claim.response is not None)

@@ -10,6 +10,7 @@ from connector.inbound.keywords import Keywords
 from connector.metrics import OutboxSnapshot
 from connector.netcheck import AddressGuard
 from connector.outbox import Dispatcher
+from connector.recent import RecentSends
 from connector.rules import Rules
 from connector.senders import Pools
 from connector.sending import Sender
@@ -37,6 +38,7 @@ class Services:
     throttle: Throttle
     accounts: Accounts
     keywords: Keywords
+    recent: RecentSends  # the sender's: what callbacks verify with, by message id
 
     @classmethod
     def build(cls, settings: Settings, store: Store | None = None) -> Services:
@@ -57,7 +59,7 @@ class Services:
             outbox_gauges=OutboxSnapshot(),
             rules=Rules(settings), throttle=throttle,
             pools=Pools(settings.sender_pools),
-            accounts=Accounts(store), keywords=Keywords(settings),
+            accounts=Accounts(store), keywords=Keywords(settings), recent=sender.recent,
         )
 
     async def start(self) -> None:

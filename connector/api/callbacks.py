@@ -22,10 +22,10 @@ from starlette.types import Receive, Scope
 from connector import metrics
 from connector.api.send import Answer, receive_body
 from connector.errors import BadRequest, InvalidSignature
-from connector.model import Applied, StatusUpdate
-from connector.optouts import suppress_reported
+from connector.model import TERMINAL, Applied, Status, StatusUpdate
+from connector.optouts import acts_on, suppress_reported
 from connector.services import Services
-from connector.store.base import MessageRow, OutboxEntry, ReportBuilder
+from connector.store.base import MessageRow, OutboxEntry, ReportBuilder, SentVia
 from connector.vendors import VENDORS
 from connector.vendors.base import Callback, Vendor
 
@@ -69,19 +69,34 @@ def _check_basic_auth(services: Services, request: Request) -> None:
 
 
 async def _message_for(services: Services, vendor: Vendor, token_id: str | None,
-                       update: StatusUpdate) -> MessageRow | None:
-    store = services.store
+                       update: StatusUpdate) -> tuple[str, SentVia, MessageRow | None] | None:
+    """The message an update is about: its id, what verifies it, and its row when that was
+    read whole (found by the vendor's id). A message sent by this process, or whose callback
+    came here before, is known without a read (Services.recent); else only what verifying
+    needs is read."""
     if token_id is not None:
         if update.message_ref is not None and update.message_ref != token_id:
             raise InvalidSignature("callback is about another message than its token")
-        return await store.message(token_id)
+        via = await _sent_via(services, token_id)
+        return None if via is None else (token_id, via, None)
     if update.message_ref is not None:
-        row = await store.message(update.message_ref)
-        if row is not None:
-            return row
+        via = await _sent_via(services, update.message_ref)
+        if via is not None:
+            return update.message_ref, via, None
     if update.vendor_message_id is not None:
-        return await store.find_by_vendor_id(vendor.name, update.vendor_message_id)
+        row = await services.store.find_by_vendor_id(vendor.name, update.vendor_message_id)
+        if row is not None:
+            return row.id, SentVia(row.vendor, row.sealed_settings), row
     return None
+
+
+async def _sent_via(services: Services, message_id: str) -> SentVia | None:
+    via = services.recent.get(message_id)
+    if via is None:
+        via = await services.store.sent_via(message_id)
+        if via is not None:
+            services.recent.remember(message_id, via)
+    return via
 
 
 async def status(scope: Scope, receive: Receive, services: Services) -> Answer:
@@ -133,11 +148,13 @@ class _Reports:
     CONNECTOR_REPORT_STATUSES) woke it for a lease query and an idle wait that found nothing.
     A report built but not written (the row changed meanwhile) costs one needless wake."""
 
-    __slots__ = ("build", "built")
+    __slots__ = ("build", "built", "statuses")
 
     def __init__(self, build: ReportBuilder) -> None:
         self.build = build
         self.built = False
+        # What the builder reports (store.base.may_report), so the store can tell as well.
+        self.statuses: frozenset[Status] | None = getattr(build, "statuses", None)
 
     def __call__(self, row: MessageRow, update: StatusUpdate, now: float) -> OutboxEntry | None:
         entry = self.build(row, update, now)
@@ -174,30 +191,40 @@ async def _status(scope: Scope, receive: Receive, services: Services, vendor: Ve
     except RecursionError:  # msgspec's answer to JSON nested deeper than it will follow
         raise BadRequest("callback body is nested too deeply") from None
     # Parsing reads only; nothing is applied until every message involved is verified.
-    pending: list[tuple[MessageRow, StatusUpdate]] = []
+    pending: list[tuple[str, MessageRow | None, StatusUpdate]] = []
     verified: set[str] = set()
     for update in updates:
-        row = await _message_for(services, vendor, token_id, update)
-        if row is None:
+        found = await _message_for(services, vendor, token_id, update)
+        if found is None:
             metrics.CALLBACKS.labels(vendor.name, "unknown").inc()
             log.info("callback_unknown_message", vendor_message_id=update.vendor_message_id)
             continue
-        if row.vendor != vendor.name:
-            raise InvalidSignature(f"message was sent through {row.vendor}, not {vendor.name}")
-        if row.id not in verified:
-            vendor.verify(callback, services.box.open(row.sealed_settings) or {})
-            verified.add(row.id)
-        pending.append((row, update))
+        message_id, via, row = found
+        if via.vendor != vendor.name:
+            raise InvalidSignature(f"message was sent through {via.vendor}, not {vendor.name}")
+        if message_id not in verified:
+            vendor.verify(callback, services.box.open(via.sealed_settings) or {})
+            verified.add(message_id)
+        pending.append((message_id, row, update))
     now = time.time()
     report = _Reports(services.report)
-    for row, update in pending:
-        structlog.contextvars.bind_contextvars(message_id=row.id)
-        applied = await services.store.apply_status(row.id, update, now, report, seen=row)
+    store = services.store
+    for message_id, row, update in pending:
+        structlog.contextvars.bind_contextvars(message_id=message_id)
+        if update.part_id is None:
+            # One conditional write: the row is read back only for a report (issue #11).
+            applied = await store.advance(message_id, update, now, report)
+            if applied is Applied.APPLIED and update.status in TERMINAL:
+                services.recent.forget(message_id)  # its callbacks are, but for repeats, over
+        else:
+            applied = await store.apply_status(message_id, update, now, report, seen=row)
         metrics.CALLBACKS.labels(vendor.name, str(applied)).inc()
         log.info("callback_applied", status=str(update.status), part=update.part_id,
                  result=str(applied))
         if applied is Applied.APPLIED and report.built:
             services.dispatcher.wake()
-        if update.opted_out:
-            await suppress_reported(services, row, update, applied)
+        if update.opted_out and acts_on(services, update, applied):
+            row = row or await store.message(message_id)  # rare: read only for this
+            if row is not None:
+                await suppress_reported(services, row, update, applied)
     return _APPLIED

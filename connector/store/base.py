@@ -186,6 +186,24 @@ class InboundRecord(msgspec.Struct, frozen=True, kw_only=True):
 ReportBuilder = Callable[[MessageRow, StatusUpdate, float], OutboxEntry | None]
 
 
+def may_report(report: ReportBuilder, status: Status) -> bool:
+    """Whether `report` can build a report for a message now in `status`. A builder names the
+    statuses it reports in a `statuses` attribute; one that does not may report any."""
+    statuses: frozenset[Status] | None = getattr(report, "statuses", None)
+    return statuses is None or status in statuses
+
+
+class SentVia(msgspec.Struct, frozen=True):
+    """What verifying a message's callbacks needs: the vendor it went through and the settings
+    it was sent with, sealed (SecretBox). Never logged."""
+
+    vendor: str
+    sealed_settings: bytes
+
+    def __repr__(self) -> str:
+        return f"SentVia({self.vendor!r}, <sealed>)"
+
+
 def no_report(row: MessageRow, update: StatusUpdate, now: float) -> None:
     """A ReportBuilder for callers that report nothing (benchmarks of the store alone)."""
     return None
@@ -240,6 +258,16 @@ class Store(Protocol):
 
         `seen` is the row as the caller read it moments ago; a store may use it to write
         without locking first, when the row has not changed since (it must check)."""
+
+    async def advance(self, message_id: str, update: StatusUpdate, now: float,
+                      report: ReportBuilder) -> Applied:
+        """apply_status for a whole-message update (no `part_id`) without reading the row
+        first where the store can: one conditional write that stamps the row in SQL as
+        sqlite.stamped() does, reading back what the report needs only when `report` may
+        report the new status (may_report). Same results, report and atomicity."""
+
+    async def sent_via(self, message_id: str) -> SentVia | None:
+        """The message's vendor and sealed settings alone (None: no such message)."""
 
     async def expire_ambiguous(self, older_than: float, now: float,
                                report: ReportBuilder) -> int: ...

@@ -26,14 +26,24 @@ from connector.store.base import (
     ReportBuilder,
     ReportView,
     SendOutcome,
+    SentVia,
     StoredResponse,
     Suppression,
+    may_report,
 )
 from connector.store.batch import Batcher
 from connector.store.parts import Part, part_update, settled
 from connector.store.pgpool import Connection, Pool
 from connector.store.schema_pg import MIGRATION_LOCK, MIGRATIONS_PG, VERSION_TABLE
-from connector.store.sqlite import STATUS_OF, accepted_outcome, advances, stamped
+from connector.store.sqlite import (
+    STATUS_OF,
+    accepted_outcome,
+    advance_parameters,
+    advances,
+    rank_sql,
+    stamped,
+    unapplied,
+)
 
 Conn: TypeAlias = Connection
 # Named as MessageRow's fields, so a row converts by keyword; then custom_data's exact copy
@@ -164,10 +174,11 @@ _STAMP_AND_REPORT: Final = (
 # Many callbacks' changes in one statement, each on condition that its row is as read. The
 # batch comes as one JSON array of _Stamp objects (the payload in base64): see _fetch_json.
 _STAMP_MANY_IF_UNCHANGED: Final = (
-    "WITH d AS (SELECT id, seen_at, status, vendor_message_id, from_number, segments, "
-    "error_code, error_message, handed_off_at, delivered_at, errored_at, now, event_id, url, "
+    "WITH d AS (SELECT id, seen_at, seen_status, status, vendor_message_id, from_number, "
+    "segments, "    "error_code, error_message, handed_off_at, delivered_at, errored_at, now, event_id, url, "
     "decode(payload, 'base64') AS payload FROM json_to_recordset($1::json) AS d(id text, "
-    "seen_at double precision, status text, vendor_message_id text, from_number text, "
+    "seen_at double precision, seen_status text, status text, vendor_message_id text, "
+    "from_number text, "
     "segments integer, error_code text, error_message text, handed_off_at double precision, "
     "delivered_at double precision, errored_at double precision, now double precision, "
     "event_id text, url text, payload text) ORDER BY id), "
@@ -176,11 +187,33 @@ _STAMP_MANY_IF_UNCHANGED: Final = (
     "segments = d.segments, error_code = d.error_code, error_message = d.error_message, "
     "handed_off_at = d.handed_off_at, delivered_at = d.delivered_at, "
     "errored_at = d.errored_at, updated_at = d.now FROM d "
-    "WHERE m.id = d.id AND m.updated_at = d.seen_at RETURNING m.id), "
+    # Two writes may share one `now`, never one status (a status only moves forward).
+    "WHERE m.id = d.id AND m.updated_at = d.seen_at AND m.status = d.seen_status "
+    "RETURNING m.id), "
     "queued AS (INSERT INTO outbox (event_id, message_id, url, payload, next_at, created_at) "
     "SELECT d.event_id, d.id, d.url, d.payload, d.now, d.now FROM d JOIN changed c "
     "ON c.id = d.id WHERE d.event_id IS NOT NULL ON CONFLICT (event_id) DO NOTHING) "
     "SELECT id FROM changed"
+)
+# Many callbacks' status changes that queue no report, computed in SQL as sqlite.ADVANCE
+# computes them (see there), each only where it moves the status forward. The batch comes as
+# one JSON array of _Advance objects (see _fetch_json).
+_ADVANCE_MANY: Final = (
+    "WITH d AS (SELECT * FROM json_to_recordset($1::json) AS d(status text, "
+    "vendor_message_id text, from_number text, segments integer, error_code text, "
+    "error_message text, handed_off_at double precision, delivered_at double precision, "
+    "errored_at double precision, now double precision, id text, rank integer) ORDER BY id) "
+    "UPDATE messages m SET status = d.status, vendor_message_id = CASE WHEN "
+    "m.vendor_message_id IS NULL OR m.vendor_message_id = '' THEN d.vendor_message_id "
+    "ELSE m.vendor_message_id END, from_number = COALESCE(d.from_number, m.from_number), "
+    "segments = COALESCE(d.segments, m.segments), "
+    "error_code = COALESCE(d.error_code, m.error_code), "
+    "error_message = COALESCE(d.error_message, m.error_message), "
+    "handed_off_at = CASE WHEN m.handed_off_at IS NULL OR m.handed_off_at = 0 "
+    "THEN d.handed_off_at ELSE m.handed_off_at END, "
+    "delivered_at = COALESCE(d.delivered_at, m.delivered_at), "
+    "errored_at = COALESCE(d.errored_at, m.errored_at), updated_at = d.now "
+    f"FROM d WHERE m.id = d.id AND {rank_sql('m.status')} < d.rank RETURNING m.id"
 )
 # Candidates locked in due order (SKIP LOCKED keeps replicas apart), then at most `per_url` of
 # one URL leased, none of the URLs the worker is still busy with. The window cannot sit in
@@ -299,6 +332,7 @@ class _Stamp(msgspec.Struct, frozen=True, kw_only=True):
 
     id: str
     seen_at: float
+    seen_status: str
     status: str
     vendor_message_id: str | None
     from_number: str | None
@@ -312,6 +346,23 @@ class _Stamp(msgspec.Struct, frozen=True, kw_only=True):
     event_id: str | None
     url: str | None
     payload: bytes | None
+
+
+class _Advance(msgspec.Struct, frozen=True):
+    """One status change in _ADVANCE_MANY's JSON, by name: sqlite.advance_parameters."""
+
+    status: str
+    from_number: str | None
+    segments: int | None
+    error_code: str | None
+    error_message: str | None
+    handed_off_at: float | None
+    delivered_at: float | None
+    errored_at: float | None
+    now: float
+    vendor_message_id: str | None
+    id: str
+    rank: int
 
 
 def _row(record: asyncpg.Record) -> MessageRow:
@@ -388,6 +439,8 @@ class PostgresStore:
         self._outcomes: Batcher[tuple[str, SendOutcome, float, ReportBuilder, str], bool] = (
             Batcher(self._record_outcomes, key=lambda item: item[0]))
         self._stamps: Batcher[_Stamp, bool] = Batcher(self._stamp_many, key=lambda s: s.id)
+        self._advances: Batcher[_Advance, bool | None] = Batcher(self._advance_many,
+                                                          key=lambda a: a.id)
 
     def __repr__(self) -> str:
         return f"PostgresStore(pool={self._min_size}..{self._max_size})"  # the DSN may hold a password
@@ -666,7 +719,8 @@ class PostgresStore:
         new = stamped(seen, update, now)
         entry = report(new, update, now)
         stamp = _Stamp(
-            id=seen.id, seen_at=seen.updated_at, status=str(new.status),
+            id=seen.id, seen_at=seen.updated_at, seen_status=seen.status.value,
+            status=str(new.status),
             vendor_message_id=new.vendor_message_id, from_number=new.from_number,
             segments=new.segments, error_code=new.error_code, error_message=new.error_message,
             handed_off_at=new.handed_off_at, delivered_at=new.delivered_at,
@@ -682,6 +736,46 @@ class PostgresStore:
             return [False] * len(stamps)  # the locking path decides each one
         changed = {row["id"] for row in rows}
         return [s.id in changed for s in stamps]
+
+    async def advance(self, message_id: str, update: StatusUpdate, now: float,
+                      report: ReportBuilder) -> Applied:
+        if update.part_id is not None:  # the parts table decides: the locking path
+            return await self.apply_status(message_id, update, now, report)
+        if "\x00" in message_id:  # a vendor's echo of an id, never one of ours
+            return Applied.UNKNOWN
+        update = nul.cleaned_update(update)
+        if may_report(report, update.status):
+            # The report is built from the row, and queued in the write's own statement: a
+            # read, then the conditional write (apply_status's `seen` path), as before.
+            seen = await self.message(message_id)
+            if seen is None:
+                return Applied.UNKNOWN
+            return await self.apply_status(message_id, update, now, report, seen=seen)
+        changed = await self._advances.submit(
+            _Advance(*advance_parameters(message_id, update, now)))
+        if changed is None:  # a deadlock broken: the locking path decides
+            return await self.apply_status(message_id, update, now, report)
+        if changed:
+            return Applied.APPLIED
+        async with self._conn() as conn:
+            status = await conn.fetchval("SELECT status FROM messages WHERE id = $1",
+                                         message_id)
+        return unapplied(update, status)
+
+    async def _advance_many(self, items: Sequence[_Advance]) -> list[bool | None]:
+        rows = await self._fetch_json(_ADVANCE_MANY, items)
+        if rows is None:
+            return [None] * len(items)
+        changed = {row["id"] for row in rows}
+        return [a.id in changed for a in items]
+
+    async def sent_via(self, message_id: str) -> SentVia | None:
+        if "\x00" in message_id:
+            return None
+        async with self._conn() as conn:
+            found = await conn.fetchrow(
+                "SELECT vendor, sealed_settings FROM messages WHERE id = $1", message_id)
+        return None if found is None else SentVia(found[0], bytes(found[1]))
 
     async def _apply(self, conn: Conn, row: MessageRow, update: StatusUpdate, now: float,
                      report: ReportBuilder) -> Applied:

@@ -38,8 +38,10 @@ from connector.store.base import (
     ReportBuilder,
     ReportView,
     SendOutcome,
+    SentVia,
     StoredResponse,
     Suppression,
+    may_report,
 )
 from connector.store.parts import Part, part_update, settled
 from connector.store.schema import MIGRATIONS
@@ -56,6 +58,34 @@ _STAMP: Final = (
     "UPDATE messages SET status = ?, vendor_message_id = ?, from_number = ?, segments = ?, "
     "error_code = ?, error_message = ?, handed_off_at = ?, delivered_at = ?, errored_at = ?, "
     "updated_at = ? WHERE id = ?"
+)
+# The row is the one read when both hold: two writes may share one `now` (updated_at), never
+# one status, as a status only moves forward.
+_STAMP_IF_UNCHANGED: Final = f"{_STAMP} AND updated_at = ? AND status = ?"
+
+
+def rank_sql(column: str) -> str:
+    """A stored status's rank, as model.RANK gives it (terminal statuses rank highest)."""
+    ranks = " ".join(f"WHEN '{s.value}' THEN {RANK[s]}" for s in Status if s not in TERMINAL)
+    return f"CASE {column} {ranks} ELSE {max(RANK.values())} END"
+
+
+# stamped() and advances() in SQL, for the store's advance(): the update's own facts come as
+# parameters already reduced (`x or None`, the timestamps it sets or None), so what is left
+# to compute is which of them the row keeps. Python's `or` passes over '' and 0 as over None.
+ADVANCE: Final = (
+    "UPDATE messages SET status = ?, "
+    "from_number = COALESCE(?, from_number), segments = COALESCE(?, segments), "
+    "error_code = COALESCE(?, error_code), error_message = COALESCE(?, error_message), "
+    "handed_off_at = CASE WHEN handed_off_at IS NULL OR handed_off_at = 0 THEN ? "
+    "ELSE handed_off_at END, delivered_at = COALESCE(?, delivered_at), "
+    "errored_at = COALESCE(?, errored_at), updated_at = ?, "
+    "vendor_message_id = CASE WHEN vendor_message_id IS NULL OR vendor_message_id = '' "
+    f"THEN ? ELSE vendor_message_id END WHERE id = ? AND {rank_sql('status')} < ?"
+)
+_QUEUE: Final = (
+    "INSERT INTO outbox (event_id, message_id, url, payload, next_at, created_at) "
+    "VALUES (?,?,?,?,?,?) ON CONFLICT (event_id) DO NOTHING"
 )
 # Due reports in due order, at most `per_url` of one URL, none of the URLs the worker is still
 # busy with; candidates are a bounded window, so a big backlog costs a bounded scan.
@@ -164,6 +194,26 @@ def stamped(row: MessageRow, update: StatusUpdate, now: float) -> MessageRow:
 def advances(update: StatusUpdate, row: MessageRow) -> bool:
     """`update.status.advances(row.status)` without its two Python calls."""
     return row.status not in TERMINAL and RANK[update.status] > RANK[row.status]
+
+
+def advance_parameters(message_id: str, update: StatusUpdate, now: float
+                       ) -> tuple[Any, ...]:
+    """ADVANCE's parameters: what stamped() takes from `update` whatever the row holds."""
+    status = update.status
+    at = update.occurred_at or now
+    return (status.value, update.from_number or None,
+            update.segments or None, update.error_code or None, update.error_message or None,
+            at if RANK[status] >= _SENT_RANK else None,
+            at if status is Status.DELIVERED else None,
+            at if status in TERMINAL and status is not Status.DELIVERED else None,
+            now, update.vendor_message_id, message_id, RANK[status])
+
+
+def unapplied(update: StatusUpdate, status: str | None) -> Applied:
+    """Why a status change that wrote nothing did not apply, from the row's status then."""
+    if status is None:
+        return Applied.UNKNOWN
+    return Applied.DUPLICATE if STATUS_OF[status] is update.status else Applied.REGRESSED
 
 
 def accepted_outcome(outcome: SendOutcome) -> bool:
@@ -528,7 +578,7 @@ class SqliteStore:
         if (seen is not None and seen.id == message_id and advances(update, seen)
                 and (update.part_id is None or (seen.parts <= 1 and seen.answered))):
             new = stamped(seen, update, now)
-            fast = (new, report(new, update, now), seen.updated_at)
+            fast = (new, report(new, update, now), seen)
 
         def apply(db: sqlite3.Connection) -> Applied:
             if fast is not None and self._stamp(db, fast[0], fast[1], now, fast[2]):
@@ -567,22 +617,19 @@ class SqliteStore:
 
     @staticmethod
     def _stamp(db: sqlite3.Connection, new: MessageRow, entry: OutboxEntry | None, now: float,
-               if_updated_at: float | None) -> bool:
-        """Write the new status and queue its report; with `if_updated_at`, only when the row
+               seen: MessageRow | None) -> bool:
+        """Write the new status and queue its report; with `seen`, only when the row
         is still the one read (False, and nothing written, when it is not)."""
         values = (str(new.status), new.vendor_message_id, new.from_number, new.segments,
                   new.error_code, new.error_message, new.handed_off_at, new.delivered_at,
                   new.errored_at, now, new.id)
-        if if_updated_at is None:
+        if seen is None:
             db.execute(_STAMP, values)
-        elif db.execute(_STAMP + " AND updated_at = ?", (*values, if_updated_at)).rowcount != 1:
+        elif db.execute(_STAMP_IF_UNCHANGED,
+                        (*values, seen.updated_at, seen.status.value)).rowcount != 1:
             return False
         if entry is not None:
-            db.execute(
-                "INSERT INTO outbox (event_id, message_id, url, payload, next_at, created_at) "
-                "VALUES (?,?,?,?,?,?) ON CONFLICT (event_id) DO NOTHING",
-                (entry.event_id, new.id, entry.url, entry.payload, now, now),
-            )
+            db.execute(_QUEUE, (entry.event_id, new.id, entry.url, entry.payload, now, now))
         return True
 
     def _apply_part(self, db: sqlite3.Connection, row: MessageRow, update: StatusUpdate,
@@ -609,6 +656,43 @@ class SqliteStore:
             db.execute("UPDATE messages SET parts_held = 1, updated_at = ? WHERE id = ?",
                        (now, row.id))
         return part_update(row, update, self._parts(db, row.id))
+
+    async def advance(self, message_id: str, update: StatusUpdate, now: float,
+                      report: ReportBuilder) -> Applied:
+        if update.part_id is not None:  # the parts table decides: the full path
+            return await self.apply_status(message_id, update, now, report)
+        if may_report(report, update.status):
+            # The report is built from the row: read it inside the write's transaction and
+            # stamp it as apply_status does. Measured (callgrind) against the alternatives:
+            # UPDATE ... RETURNING the row cost 27,000 instructions more than this read
+            # (SQLite gathers RETURNING rows in a temporary table), and writing before the
+            # builder runs needs a savepoint to undo a builder's failure (17,000 more).
+            def apply(db: sqlite3.Connection) -> Applied:
+                found = db.execute(f"SELECT {_ROW_COLUMNS} FROM messages WHERE id = ?",
+                                   (message_id,)).fetchone()
+                if found is None:
+                    return Applied.UNKNOWN
+                return self._apply(db, _row(found), update, now, report)
+            return await self._write(apply)
+        params = advance_parameters(message_id, update, now)
+
+        def advance(db: sqlite3.Connection) -> Applied:
+            if db.execute(ADVANCE, params).rowcount == 1:
+                return Applied.APPLIED
+            return self._unapplied(db, message_id, update)
+
+        return await self._write(advance)
+
+    @staticmethod
+    def _unapplied(db: sqlite3.Connection, message_id: str, update: StatusUpdate) -> Applied:
+        found = db.execute("SELECT status FROM messages WHERE id = ?", (message_id,)).fetchone()
+        return unapplied(update, None if found is None else found[0])
+
+    async def sent_via(self, message_id: str) -> SentVia | None:
+        with self._errors() as db:
+            found = db.execute("SELECT vendor, sealed_settings FROM messages WHERE id = ?",
+                               (message_id,)).fetchone()
+        return None if found is None else SentVia(found[0], found[1])
 
     async def expire_ambiguous(self, older_than: float, now: float,
                                report: ReportBuilder) -> int:

@@ -215,10 +215,12 @@ async def answer_without_the_vendor(world: World) -> StoredResponse:
     return repeat.result()
 
 
-async def test_a_delivered_callback_settles_a_dead_senders_claim(world: World) -> None:
+@pytest.mark.parametrize("write", ["apply_status", "advance"])
+async def test_a_delivered_callback_settles_a_dead_senders_claim(world: World,
+                                                                 write: str) -> None:
     message = await dead_claim(world)
     delivered = StatusUpdate(status=Status.DELIVERED, vendor_message_id="IB-1")
-    await world.store.apply_status(message.id, delivered, T0 - 50, report_none)
+    await getattr(world.store, write)(message.id, delivered, T0 - 50, report_none)
     answer = await answer_without_the_vendor(world)
     body = json.loads(answer.body)
     assert answer.status == 200
