@@ -95,3 +95,52 @@ async def test_report_results_wait_for_the_lock_without_stopping_the_event_loop(
     finally:
         other.close()
         await store.close()
+
+
+async def test_a_lone_status_write_waits_for_the_lock_too(tmp_path: Path) -> None:
+    # advance() runs alone in autocommit: its busy UPDATE is retried as a batch's BEGIN is.
+    store = SqliteStore(tmp_path / "c.db", busy_timeout=30.0)
+    await store.open()
+    message = new()
+    await store.claim(message, NOW)
+    other = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        applied = asyncio.ensure_future(
+            store.advance(message.id, StatusUpdate(status=Status.SENT), NOW, report_all))
+        for _ in range(20):
+            await asyncio.sleep(0.005)
+        assert not applied.done()
+        other.execute("COMMIT")
+        assert str(await asyncio.wait_for(applied, 30)) == "applied"
+        row = await store.message(message.id)
+        assert row is not None and row.status is Status.SENT
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_a_lone_write_is_its_own_transaction_and_shares_one_when_others_wait(
+        tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "c.db")
+    await store.open()
+    seen: list[str] = []
+    assert store._writer is not None
+    store._writer.set_trace_callback(seen.append)
+    try:
+        first = new("r0")
+        await store.claim(first, NOW)
+        assert not any(s.startswith("BEGIN") for s in seen)  # alone: autocommit
+        assert any(s.startswith("INSERT INTO messages") for s in seen)
+        seen.clear()
+        claims = await asyncio.gather(*(store.claim(new(f"r{n}"), NOW) for n in (1, 2, 3)))
+        assert all(c.claimed for c in claims)
+        assert [s for s in seen if s in ("BEGIN IMMEDIATE", "COMMIT")] == \
+            ["BEGIN IMMEDIATE", "COMMIT"]  # together: one transaction
+        seen.clear()
+        # Its own failure goes to its caller alone, and changes nothing.
+        with pytest.raises(StoreUnavailable):  # the same id again: a constraint failure
+            await store.claim(new("r4", id=first.id), NOW)
+        assert (await store.claim(new("r4"), NOW)).claimed
+    finally:
+        await store.close()
