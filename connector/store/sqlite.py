@@ -170,6 +170,20 @@ def _claim(message_id: str, values: tuple[Any, ...]) -> Claim:
                  ambiguous=bool(ambiguous))
 
 
+# The send's answer. A callback may have arrived before it: never move the status back. Only
+# the claim's holder writes; an acceptance also settles a stored ambiguous answer.
+_OUTCOME: Final = (
+    "UPDATE messages SET response_status = ?, response_body = ?, "
+    "response_retry_after = ?, claimed_until = 0, ambiguous = ?, parts = ?, "
+    "status = CASE WHEN status = 'pending' THEN ? ELSE status END, "
+    "vendor_message_id = COALESCE(vendor_message_id, ?), "
+    "segments = COALESCE(?, segments), from_number = COALESCE(from_number, ?), "
+    "error_code = COALESCE(?, error_code), "
+    "error_message = COALESCE(?, error_message), "
+    "errored_at = COALESCE(errored_at, ?), "
+    "claim_key = CASE WHEN ? THEN NULL ELSE claim_key END, updated_at = ? "
+    "WHERE id = ? AND (COALESCE(claim_owner, id) = ? OR (ambiguous = 1 AND ?))"
+)
 _CLAIM_STATE: Final = ("response_status, response_body, response_retry_after, claimed_until, "
                        "status, ambiguous")
 
@@ -524,34 +538,36 @@ class SqliteStore:
     async def record_outcome(self, message_id: str, outcome: SendOutcome, now: float,
                              report: ReportBuilder, owner: str | None = None) -> bool:
         return await self._write(lambda db: self._record_outcome(
-            db, message_id, outcome, now, report, owner or message_id))
+            db, message_id, outcome, now, report, owner or message_id), alone=True)
 
     def _record_outcome(self, db: sqlite3.Connection, message_id: str, o: SendOutcome,
                         now: float, report: ReportBuilder, owner: str) -> bool:
         errored = now if o.status.terminal else None
-        # A callback may have arrived before this answer: never move the status back. Only
-        # the claim's holder writes; an acceptance also settles a stored ambiguous answer.
-        held = db.execute(
-            "UPDATE messages SET response_status = ?, response_body = ?, "
-            "response_retry_after = ?, claimed_until = 0, ambiguous = ?, parts = ?, "
-            "status = CASE WHEN status = 'pending' THEN ? ELSE status END, "
-            "vendor_message_id = COALESCE(vendor_message_id, ?), "
-            "segments = COALESCE(?, segments), from_number = COALESCE(from_number, ?), "
-            "error_code = COALESCE(?, error_code), "
-            "error_message = COALESCE(?, error_message), "
-            "errored_at = COALESCE(errored_at, ?), "
-            "claim_key = CASE WHEN ? THEN NULL ELSE claim_key END, updated_at = ? "
-            "WHERE id = ? AND (COALESCE(claim_owner, id) = ? OR (ambiguous = 1 AND ?)) "
-            "RETURNING parts_held",
-            (o.response.status, o.response.body, o.response.retry_after, o.ambiguous, o.parts,
-             o.status.value, o.vendor_message_id, o.segments, o.from_number, o.error_code,
-             o.error_message, errored, o.release, now, message_id, owner, accepted_outcome(o)),
-        ).fetchone()
-        if held is None:
-            return False  # another holds the claim now: nothing changed
-        if held[0]:
-            self._settle_parts(db, message_id, now, report)
-        return True
+        values = (o.response.status, o.response.body, o.response.retry_after, o.ambiguous,
+                  o.parts, o.status.value, o.vendor_message_id, o.segments, o.from_number,
+                  o.error_code, o.error_message, errored, o.release, now, message_id, owner,
+                  accepted_outcome(o))
+        # Nearly always no part receipt is waiting: one plain UPDATE (RETURNING would gather
+        # its row in a temporary table), which may run alone in autocommit.
+        if db.execute(_OUTCOME + " AND parts_held = 0", values).rowcount == 1:
+            return True
+        # Not written: another holds the claim now, or part receipts that beat this answer
+        # wait to be settled with it, in one transaction (its own when running alone; the
+        # UPDATE above changed nothing, so a busy BEGIN is retried whole).
+        own = not db.in_transaction
+        if own:
+            db.execute("BEGIN IMMEDIATE")
+        try:
+            held = db.execute(_OUTCOME + " RETURNING parts_held", values).fetchone()
+            if held is not None and held[0]:
+                self._settle_parts(db, message_id, now, report)
+        except BaseException:
+            if own:
+                db.execute("ROLLBACK")
+            raise
+        if own:
+            db.execute("COMMIT")
+        return held is not None
 
     def _settle_parts(self, db: sqlite3.Connection, message_id: str, now: float,
                       report: ReportBuilder) -> None:

@@ -144,3 +144,41 @@ async def test_a_lone_write_is_its_own_transaction_and_shares_one_when_others_wa
         assert (await store.claim(new("r4"), NOW)).claimed
     finally:
         await store.close()
+
+
+async def test_an_answer_with_part_receipts_waiting_settles_them_in_its_own_transaction(
+        tmp_path: Path) -> None:
+    from tests.store.test_parts import TWO_PARTS, receipt, report_terminal
+    from tests.store.test_store import OK, part
+    store = SqliteStore(tmp_path / "c.db", busy_timeout=30.0)
+    await store.open()
+    plain, held = new("r1"), new("r2")
+    seen: list[str] = []
+    assert store._writer is not None
+    store._writer.set_trace_callback(seen.append)
+    other = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+    try:
+        for m in (plain, held):
+            await store.claim(m, NOW)
+        seen.clear()
+        assert await store.record_outcome(plain.id, OK, NOW, report_terminal)
+        assert not any(s.startswith("BEGIN") for s in seen)  # the usual answer: one UPDATE
+        for n in ("p1", "p2"):
+            await receipt(store, held.id, part(n, Status.DELIVERED), NOW)
+        seen.clear()
+        other.execute("BEGIN IMMEDIATE")  # another process is writing
+        answer = asyncio.ensure_future(
+            store.record_outcome(held.id, TWO_PARTS, NOW + 1, report_terminal))
+        for _ in range(20):
+            await asyncio.sleep(0.005)
+        assert not answer.done()
+        other.execute("COMMIT")
+        assert await asyncio.wait_for(answer, 30)
+        row = await store.message(held.id)
+        assert row is not None and (row.status, row.parts) == (Status.DELIVERED, 2)
+        begun = seen.index("BEGIN IMMEDIATE")
+        assert any(s.endswith("RETURNING parts_held") for s in seen[begun:])
+        assert seen[-1] == "COMMIT"
+    finally:
+        other.close()
+        await store.close()
