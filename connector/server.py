@@ -74,9 +74,9 @@ class HttpProtocol(asyncio.Protocol):
         self.scheme = "http"
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
-        self.head_bytes = 0
+        self.unusual = False  # a Connection or Expect header: read when the head is complete
+        self.measure = False  # whether a head in this packet may be over the limits
         self.head_too_large = False
-        self.expect_100 = self.connection_given = False
         self.current: Exchange | None = None  # the request being read (the latest)
         self.running: Exchange | None = None  # the request being answered
         self.pipeline: deque[Exchange] = deque()
@@ -122,8 +122,13 @@ class HttpProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.idle = False
+        # A head within one packet no longer than the limit is within it: only a longer
+        # packet, or a head begun in an earlier one, has its heads measured (_measure).
+        self.measure = len(data) > MAX_HEAD_BYTES or self.url != b""
         try:
             self.parser.feed_data(data)
+            if self.url:  # a head goes on in the next packet
+                self._measure(self.url, self.headers)
         except httptools.HttpParserUpgrade:
             if self.upgrade is not None:
                 self._hand_over()
@@ -136,6 +141,8 @@ class HttpProtocol(asyncio.Protocol):
             msg = "Invalid HTTP request received."
             self.logger.warning(msg)
             self._send_error(400, msg)
+        except _HeadTooLarge:
+            self._send_error(431, "Request header fields too large.")
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -156,47 +163,46 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        if len(self.url) > MAX_HEAD_BYTES:
-            self._head_too_large()
-
-    def _head_too_large(self) -> None:
-        self.head_too_large = True
-        raise _HeadTooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.head_bytes += len(name) + len(value)
-        if (self.head_bytes + len(self.url) > MAX_HEAD_BYTES
-                or len(self.headers) >= MAX_HEAD_FIELDS):
-            self._head_too_large()
         name = name.lower()
-        # llhttp keeps trailing whitespace, which RFC 9110 section 5.5 excludes from a value.
-        value = value.rstrip(b" \t")
         if name in _WATCHED:
-            if name == b"connection":
-                self.connection_given = True
-            elif value.lower() == b"100-continue":
-                self.expect_100 = True
-        self.headers.append((name, value))
+            self.unusual = True
+        # llhttp keeps trailing whitespace, which RFC 9110 section 5.5 excludes from a value.
+        self.headers.append((name, value.rstrip(b" \t")))
+
+    def _measure(self, url: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        """The head limits. Checked per packet, not per field (#11): when a head is complete,
+        if it came in a packet longer than the limit or over several packets; at the end of a
+        packet, if a head goes on in the next (so no head is held much past the limit). The
+        sizes are the field's own as given (a value's trailing blanks are at most a few)."""
+        if (len(headers) > MAX_HEAD_FIELDS
+                or len(url) + sum(len(n) + len(v) for n, v in headers) > MAX_HEAD_BYTES):
+            self.head_too_large = True
+            raise _HeadTooLarge
 
     def on_headers_complete(self) -> None:
         parser = self.parser
-        headers, url, expect_100 = self.headers, self.url, self.expect_100
-        self.headers, self.url, self.expect_100 = [], b"", False
-        self.head_bytes = 0
+        headers, url = self.headers, self.url
+        self.headers, self.url = [], b""
+        if self.measure or len(headers) > MAX_HEAD_FIELDS:
+            self._measure(url, headers)
         method = parser.get_method()
-        if parser.should_upgrade() and self._upgrade_to_ws(headers):
-            self.upgrade = (method, url, headers)
-            self.current = None
-            return
-        keep_alive = parser.should_keep_alive()
-        if keep_alive and not self.connection_given:
+        expect_100 = False
+        if not self.unusual and parser.should_keep_alive():
             # Only HTTP/1.1 keeps alive without a Connection header (llhttp refuses other
             # 1.x versions), and get_http_version() costs a str.format per request.
-            version = "1.1"
+            version, keep_alive = "1.1", True
         else:
+            if parser.should_upgrade() and self._upgrade_to_ws(headers):
+                self.upgrade = (method, url, headers)
+                self.current = None
+                return
+            self.unusual = False
             version = parser.get_http_version()
-            keep_alive = keep_alive and version != "1.0"
-            self.connection_given = False
+            keep_alive = parser.should_keep_alive() and version != "1.0"
+            expect_100 = any(name == b"expect" and value.lower() == b"100-continue"
+                             for name, value in headers)
         if url[:1] == b"/" and url.find(b"#") < 0:  # (`in` raises and clears a TypeError)
             raw_path, _, query = url.partition(b"?")
         else:  # absolute-form, a fragment, `*`: as uvicorn reads them
