@@ -3,8 +3,9 @@
 uvicorn still does everything around it (processes, signals, lifespan, graceful shutdown);
 this replaces its httptools protocol with one that behaves the same towards clients and the
 app but does less per request: no Event or many-attribute cycle object per request, one
-keep-alive timer per connection re-armed lazily instead of one per request, the app's header
-lines checked and rendered once each (connector/exchange.py), no str.format for the HTTP
+keep-alive timer per connection re-armed lazily instead of one per request, one short call per
+request header (the head limits checked per packet), the scope copied from a per-connection
+one, the app's response heads remembered (connector/exchange.py), no str.format for the HTTP
 version. Measured with `bench/servers.py --instructions`.
 """
 
