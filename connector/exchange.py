@@ -27,6 +27,11 @@ PLAIN, LENGTH, CHUNKED, CLOSE = 0, 1, 2, 3
 # and rendered once, not on every response; bounded, as some values vary (lengths, ids).
 _LINES: dict[Header, tuple[bytes, int, int]] = {}
 _LINES_MAX: Final = 4096
+# (status, keep-alive, HEAD, *headers) -> (head, chunked, Content-Length, keep-alive after):
+# a response like an earlier one (most are) costs one lookup, not a pass over its headers.
+# Emptied when the default headers change (each second) and when full.
+_HEADS: dict[tuple[Any, ...], tuple[bytes, bool, int, bool]] = {}
+_HEADS_MAX: Final = 1024
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _JOIN_BELOW: Final = 65536  # a smaller body is copied after the head: one write, one packet
 _500: Final = {"type": "http.response.start", "status": 500, "headers": [
@@ -74,6 +79,40 @@ class _Defaults:
         cls.rendered = b"".join(line for line, kind, _ in lines if kind == PLAIN)
         cls.framing = [h for h, (_, kind, _) in zip(headers, lines, strict=True) if kind]
         cls.given = headers
+        _HEADS.clear()
+
+
+def _render_head(status: int, keep_alive: bool, is_head: bool,
+                 headers: Any) -> tuple[bytes, bool, int, bool]:
+    """The status line and headers as uvicorn writes them, with what they say about the
+    framing: (head, chunked, Content-Length, keep-alive after)."""
+    head = [STATUS_LINE[status], _Defaults.rendered]
+    if _Defaults.framing:
+        headers = _Defaults.framing + list(headers)
+    chunked: bool | None = None
+    remaining = 0
+    closing = False
+    for name, value in headers:
+        line, kind, length = _LINES.get((name, value)) or render(name, value)
+        head.append(line)
+        if kind:
+            if kind == LENGTH:
+                if chunked is None:
+                    remaining = length
+                    chunked = False
+            elif kind == CHUNKED:
+                remaining = 0
+                chunked = True
+            else:
+                keep_alive = False
+                closing = True
+    if not keep_alive and not closing:
+        head.append(b"connection: close\r\n")
+    if chunked is None and not is_head and status != 204 and status != 304:
+        chunked = True
+        head.append(b"transfer-encoding: chunked\r\n")
+    head.append(b"\r\n")
+    return b"".join(head), bool(chunked), remaining, keep_alive
 
 
 class Exchange:
@@ -233,29 +272,18 @@ class Exchange:
                                     scope["http_version"], status)
         if conn.server_state.default_headers is not _Defaults.given:
             _Defaults.render(conn.server_state.default_headers)
-        head = [STATUS_LINE[status], _Defaults.rendered]
-        headers = message.get("headers", ())
-        if _Defaults.framing:
-            headers = _Defaults.framing + list(headers)
-        closing = False
-        for name, value in headers:
-            line, kind, length = _LINES.get((name, value)) or render(name, value)
-            head.append(line)
-            if kind:
-                if kind == LENGTH:
-                    if self.chunked is None:
-                        self.remaining = length
-                        self.chunked = False
-                elif kind == CHUNKED:
-                    self.remaining = 0
-                    self.chunked = True
-                else:
-                    self.keep_alive = False
-                    closing = True
-        if not self.keep_alive and not closing:
-            head.append(b"connection: close\r\n")
-        if self.chunked is None and not self.is_head and status != 204 and status != 304:
-            self.chunked = True
-            head.append(b"transfer-encoding: chunked\r\n")
-        head.append(b"\r\n")
-        self.pending = b"".join(head)
+        key = (status, self.keep_alive, self.is_head, *message.get("headers", ()))
+        try:
+            known = _HEADS.get(key)
+        except TypeError:  # a header as a list, not a tuple: rendered, not remembered
+            known = None
+            hashable = False
+        else:
+            hashable = True
+        if known is None:
+            known = _render_head(status, self.keep_alive, self.is_head, key[3:])
+            if hashable:
+                if len(_HEADS) >= _HEADS_MAX:
+                    _HEADS.clear()
+                _HEADS[key] = known
+        self.pending, self.chunked, self.remaining, self.keep_alive = known

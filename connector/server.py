@@ -3,8 +3,9 @@
 uvicorn still does everything around it (processes, signals, lifespan, graceful shutdown);
 this replaces its httptools protocol with one that behaves the same towards clients and the
 app but does less per request: no Event or many-attribute cycle object per request, one
-keep-alive timer per connection re-armed lazily instead of one per request, the app's header
-lines checked and rendered once each (connector/exchange.py), no str.format for the HTTP
+keep-alive timer per connection re-armed lazily instead of one per request, one short call per
+request header (the head limits checked per packet), the scope copied from a per-connection
+one, the app's response heads remembered (connector/exchange.py), no str.format for the HTTP
 version. Measured with `bench/servers.py --instructions`.
 """
 
@@ -64,6 +65,10 @@ class HttpProtocol(asyncio.Protocol):
         self.keep_alive_for = config.timeout_keep_alive
         self.fresh_context = config.reset_contextvars
         self.direct_tasks = self.loop.get_task_factory() is None
+        # Started straight from on_headers_complete: no concurrency limit to check, no fresh
+        # context to make, the loop's own tasks.
+        self.plain_start = (self.limit_concurrency is None and not self.fresh_context
+                            and self.direct_tasks)
         self.app_state = app_state
         self.server_state = server_state
         self.connections = server_state.connections
@@ -72,11 +77,12 @@ class HttpProtocol(asyncio.Protocol):
         self.server: tuple[str, int | None] | None = None
         self.client: tuple[str, int] | None = None
         self.scheme = "http"
+        self.scope: dict[str, Any] = {}  # what every request's scope starts from
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
-        self.head_bytes = 0
+        self.unusual = False  # a Connection or Expect header: read when the head is complete
+        self.measure = False  # whether a head in this packet may be over the limits
         self.head_too_large = False
-        self.expect_100 = self.connection_given = False
         self.current: Exchange | None = None  # the request being read (the latest)
         self.running: Exchange | None = None  # the request being answered
         self.pipeline: deque[Exchange] = deque()
@@ -95,6 +101,11 @@ class HttpProtocol(asyncio.Protocol):
         self.server = get_local_addr(transport)
         self.client = get_remote_addr(transport)
         self.scheme = "https" if is_ssl(transport) else "http"
+        # Each request's scope is a copy with its own values set: cheaper than building one.
+        self.scope = {"type": "http", "asgi": self.asgi, "http_version": "1.1",
+                      "server": self.server, "client": self.client, "scheme": self.scheme,
+                      "method": "", "root_path": self.root_path, "path": "", "raw_path": b"",
+                      "query_string": b"", "headers": [], "state": {}}
         self._trace("HTTP connection made")
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -122,8 +133,13 @@ class HttpProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.idle = False
+        # A head within one packet no longer than the limit is within it: only a longer
+        # packet, or a head begun in an earlier one, has its heads measured (_measure).
+        self.measure = len(data) > MAX_HEAD_BYTES or self.url != b""
         try:
             self.parser.feed_data(data)
+            if self.url:  # a head goes on in the next packet
+                self._measure(self.url, self.headers)
         except httptools.HttpParserUpgrade:
             if self.upgrade is not None:
                 self._hand_over()
@@ -136,6 +152,8 @@ class HttpProtocol(asyncio.Protocol):
             msg = "Invalid HTTP request received."
             self.logger.warning(msg)
             self._send_error(400, msg)
+        except _HeadTooLarge:
+            self._send_error(431, "Request header fields too large.")
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -156,47 +174,46 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        if len(self.url) > MAX_HEAD_BYTES:
-            self._head_too_large()
-
-    def _head_too_large(self) -> None:
-        self.head_too_large = True
-        raise _HeadTooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.head_bytes += len(name) + len(value)
-        if (self.head_bytes + len(self.url) > MAX_HEAD_BYTES
-                or len(self.headers) >= MAX_HEAD_FIELDS):
-            self._head_too_large()
         name = name.lower()
-        # llhttp keeps trailing whitespace, which RFC 9110 section 5.5 excludes from a value.
-        value = value.rstrip(b" \t")
         if name in _WATCHED:
-            if name == b"connection":
-                self.connection_given = True
-            elif value.lower() == b"100-continue":
-                self.expect_100 = True
-        self.headers.append((name, value))
+            self.unusual = True
+        # llhttp keeps trailing whitespace, which RFC 9110 section 5.5 excludes from a value.
+        self.headers.append((name, value.rstrip(b" \t")))
+
+    def _measure(self, url: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        """The head limits. Checked per packet, not per field (#11): when a head is complete,
+        if it came in a packet longer than the limit or over several packets; at the end of a
+        packet, if a head goes on in the next (so no head is held much past the limit). The
+        sizes are the field's own as given (a value's trailing blanks are at most a few)."""
+        if (len(headers) > MAX_HEAD_FIELDS
+                or len(url) + sum(len(n) + len(v) for n, v in headers) > MAX_HEAD_BYTES):
+            self.head_too_large = True
+            raise _HeadTooLarge
 
     def on_headers_complete(self) -> None:
         parser = self.parser
-        headers, url, expect_100 = self.headers, self.url, self.expect_100
-        self.headers, self.url, self.expect_100 = [], b"", False
-        self.head_bytes = 0
+        headers, url = self.headers, self.url
+        self.headers, self.url = [], b""
+        if self.measure or len(headers) > MAX_HEAD_FIELDS:
+            self._measure(url, headers)
         method = parser.get_method()
-        if parser.should_upgrade() and self._upgrade_to_ws(headers):
-            self.upgrade = (method, url, headers)
-            self.current = None
-            return
-        keep_alive = parser.should_keep_alive()
-        if keep_alive and not self.connection_given:
+        expect_100 = False
+        if not self.unusual and parser.should_keep_alive():
             # Only HTTP/1.1 keeps alive without a Connection header (llhttp refuses other
             # 1.x versions), and get_http_version() costs a str.format per request.
-            version = "1.1"
+            version, keep_alive = "1.1", True
         else:
+            if parser.should_upgrade() and self._upgrade_to_ws(headers):
+                self.upgrade = (method, url, headers)
+                self.current = None
+                return
+            self.unusual = False
             version = parser.get_http_version()
-            keep_alive = keep_alive and version != "1.0"
-            self.connection_given = False
+            keep_alive = parser.should_keep_alive() and version != "1.0"
+            expect_100 = any(name == b"expect" and value.lower() == b"100-continue"
+                             for name, value in headers)
         if url[:1] == b"/" and url.find(b"#") < 0:  # (`in` raises and clears a TypeError)
             raw_path, _, query = url.partition(b"?")
         else:  # absolute-form, a fragment, `*`: as uvicorn reads them
@@ -205,18 +222,30 @@ class HttpProtocol(asyncio.Protocol):
         path = raw_path.decode("ascii")
         if "%" in path:
             path = unquote(path)
-        scope = {"type": "http", "asgi": self.asgi, "http_version": version,
-                 "server": self.server, "client": self.client, "scheme": self.scheme,
-                 "method": method.decode("ascii"), "root_path": self.root_path,
-                 "path": self.root_path + path, "raw_path": self.raw_root + raw_path,
-                 "query_string": query, "headers": headers, "state": self.app_state.copy()}
+        if self.raw_root:
+            path = self.root_path + path
+            raw_path = self.raw_root + raw_path
+        scope = self.scope.copy()
+        if version != "1.1":
+            scope["http_version"] = version
+        scope["method"] = method.decode("ascii")
+        scope["path"] = path
+        scope["raw_path"] = raw_path
+        scope["query_string"] = query
+        scope["headers"] = headers
+        scope["state"] = self.app_state.copy()
         exchange = Exchange(self, scope, keep_alive, expect_100, method == b"HEAD")
         self.current = exchange
-        if self.running is None:
-            self._start(exchange)
-        else:  # pipelined: answered in order, once the one before has been
+        if self.running is not None:  # pipelined: answered in order, once the one before is
             self.pause_reading()
             self.pipeline.append(exchange)
+        elif self.plain_start:  # _start's common case, without its call
+            self.running = exchange
+            # (Without loop= and context=, as without them: fewer keywords, a cheaper call.)
+            exchange.task = task = asyncio.Task(exchange.run(self.app), name=_TASK_NAME)
+            self.tasks.add(task)
+        else:
+            self._start(exchange)
 
     def on_body(self, body: bytes) -> None:
         exchange = self.current
