@@ -23,6 +23,7 @@ COMPACT_TOKEN_CHARS: Final = 33  # 22 for the 16-byte id, 11 for the MAC
 _COMPACT_ID: Final = re.compile(r"[0-9a-f]{32}")
 _FROM_URLSAFE: Final = str.maketrans("-_", "+/")
 _TO_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
+_TOKEN_PERSON: Final = b"callback-token"
 V = TypeVar("V")
 
 
@@ -34,8 +35,9 @@ def _derive(secret: str, purpose: bytes) -> bytes:
 class CallbackTokens:
     """Signs the connector's message id for the per-message vendor callback URL (`?m=`).
 
-    A connector id (32 hex digits) gets a compact token: the id's 16 bytes and the first 8
-    bytes of its HMAC-SHA256, base64url, 33 characters. Vonage caps the callback URL at 100
+    A connector id (32 hex digits) gets a compact token: the id's 16 bytes and an 8-byte
+    keyed BLAKE2b of them (8 bytes of HMAC-SHA256 in tokens made before, still accepted),
+    base64url, 33 characters. Vonage caps the callback URL at 100
     characters, and the public base (up to 40) plus `/callbacks/vonage/status?m=` leave 33.
     64 bits of MAC stop guessing (each wrong guess is a 403 on the public endpoint; 2**63
     of them are out of reach); they are not a key. Other ids, and tokens made before the
@@ -54,7 +56,15 @@ class CallbackTokens:
         self._verified: dict[str, str] = {}
 
     def _mac(self, raw: bytes) -> bytes:
-        # One-shot: hmac.new(...).digest() builds an HMAC object in Python for each token.
+        # Keyed BLAKE2b, a MAC by design: one C call, ~7,900 instructions under callgrind
+        # against ~28,000 for a one-shot HMAC-SHA256 (OpenSSL 3 sets that up afresh each
+        # time), and every send signs a token (#11).
+        return hashlib.blake2b(raw, key=self._key, digest_size=COMPACT_MAC_BYTES,
+                               person=_TOKEN_PERSON).digest()
+
+    def _hmac_mac(self, raw: bytes) -> bytes:
+        """The MAC of compact tokens made before BLAKE2b (HMAC-SHA256, cut to 8 bytes): still
+        accepted, for the messages sent before an upgrade whose callbacks come after it."""
         return hmac.digest(self._key, raw, "sha256")[:COMPACT_MAC_BYTES]
 
     def sign(self, message_id: str) -> str:
@@ -62,7 +72,7 @@ class CallbackTokens:
             raw = bytes.fromhex(message_id)
             token = _b64(raw) + _b64(self._mac(raw))
             # Made here, so good by construction: the message's callbacks that reach this
-            # process need no MAC of their own (one HMAC per message saved, #11).
+            # process need no MAC of their own (one MAC per message saved, #11).
             self._remember(token, message_id)
             return token
         return self._signer.sign(message_id).decode()
@@ -92,8 +102,12 @@ class CallbackTokens:
                 return None
             # The MAC is compared as the text it travels as: decoding it would ignore the two
             # spare bits of its last character, and take four spellings of one token.
-            mac = binascii.b2a_base64(self._mac(raw), newline=False)[:11].translate(_TO_URLSAFE)
-            return raw.hex() if hmac.compare_digest(mac, token[22:].encode()) else None
+            given = token[22:].encode()
+            for made in (self._mac, self._hmac_mac):
+                mac = binascii.b2a_base64(made(raw), newline=False)[:11].translate(_TO_URLSAFE)
+                if hmac.compare_digest(mac, given):
+                    return raw.hex()
+            return None
         try:
             return self._signer.unsign(token).decode()
         except itsdangerous.BadSignature:

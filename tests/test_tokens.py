@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import time
 
 import jwt
@@ -114,3 +117,27 @@ def test_a_token_this_process_made_needs_no_mac_to_verify_and_others_still_do() 
     # ...and a tampered spelling is never taken for the one made here.
     tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
     assert tokens.unsign(tampered) is None and checked == [tampered]
+
+
+def test_compact_tokens_made_with_the_earlier_hmac_still_verify_and_forgeries_do_not() -> None:
+    tokens = CallbackTokens("deployment-secret")
+    message_id = new_message_id()
+    raw = bytes.fromhex(message_id)
+    key = _derive_again("deployment-secret")
+
+    def compact(mac: bytes) -> str:
+        return (base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+                + base64.urlsafe_b64encode(mac).rstrip(b"=").decode())
+
+    earlier = compact(hmac.digest(key, raw, "sha256")[:8])  # as tokens were made before
+    now = CallbackTokens("deployment-secret").sign(message_id)
+    assert now != earlier and len(now) == len(earlier) == 33
+    assert tokens.unsign(earlier) == message_id
+    assert tokens.unsign(now) == message_id
+    assert now == compact(hashlib.blake2b(raw, key=key, digest_size=8,
+                                          person=b"callback-token").digest())
+    for forged in (compact(hmac.digest(b"other key", raw, "sha256")[:8]),
+                   compact(hashlib.blake2b(raw, key=b"other key", digest_size=8,
+                                           person=b"callback-token").digest()),
+                   compact(hashlib.blake2b(raw, key=key, digest_size=8).digest())):
+        assert tokens.unsign(forged) is None
