@@ -223,7 +223,7 @@ async def _status(scope: Scope, receive: Receive, services: Services, vendor: Ve
                  result=str(applied))
         if applied is Applied.APPLIED and report.built:
             services.dispatcher.wake()
-        if update.opted_out and acts_on(services, update, applied):
+        if acts_on(services, update, applied):
             row = row or await store.message(message_id)  # rare: read only for this
             if row is not None:
                 await suppress_reported(services, row, update, applied)

@@ -401,15 +401,15 @@ class SqliteStore:
         try:
             db = self._writer or self.db
             before = db.total_changes
-            value = work(db)
-        except sqlite3.Error as exc:
-            unchanged = self._writer is None or self._writer.total_changes == before
-            if unchanged and self._busy_retry(exc):
-                self._pending = [entry, *self._pending]  # with whatever arrives meanwhile
-                return
+        except (sqlite3.Error, StoreUnavailable) as exc:  # closed meanwhile
             self._fail([entry], exc)
             return
-        except StoreUnavailable as exc:  # closed meanwhile
+        try:
+            value = work(db)
+        except sqlite3.Error as exc:
+            if db.total_changes == before and self._busy_retry(exc):
+                self._pending = [entry, *self._pending]  # with whatever arrives meanwhile
+                return
             self._fail([entry], exc)
             return
         except Exception as exc:  # handed to its caller, as inside a batch
