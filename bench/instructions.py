@@ -59,6 +59,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         groups = {"connector": [process.pid], **stage.fake_pids}
         stage.e2e_phase("warm-up (not counted)", base, groups, rate=args.rate,
                         seconds=args.warmup / args.rate + 5, count=args.warmup)
+        posts = stage.get(stage.receiver_url + "/_stats")["posts"]
         _control(process.pid, "--instr=on")
         started = time.monotonic()
         if args.send_only:  # the send path alone: no callbacks, so no reports either
@@ -74,11 +75,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         _control(process.pid, "--instr=off")
         _control(process.pid, "--dump")
         delivered = result["ok"] if args.send_only else result["check"]["delivered"]
+        posts = stage.get(stage.receiver_url + "/_stats")["posts"] - posts
         time.sleep(1.0)
         total = _instructions(tmp)
         return {"db": args.db, "messages": delivered, "instructions": total,
                 "per_message": round(total / max(1, delivered)),
                 "seconds": round(time.monotonic() - started, 1),
+                "reports_per_post": round(delivered / posts, 2) if posts else None,
                 "custom_data_ok": result["custom_data_ok"]}
     finally:
         stage.stop_connector(process, database, timeout=60.0)
@@ -106,7 +109,8 @@ def main() -> None:
     what = "send" if args.send_only else "message"
     print(f"\n{result['db']}: {result['per_message']:,} instructions per {what} "
           f"({result['messages']:,} messages, {result['instructions']:,} in all, "
-          f"{result['seconds']} s); every custom_data back: {result['custom_data_ok']}")
+          f"{result['seconds']} s, {result['reports_per_post']} reports per POST); "
+          f"every custom_data back: {result['custom_data_ok']}")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
                             capture_output=True, check=False).stdout.strip()
     print(f"commit {commit} (plus any uncommitted changes)")

@@ -84,9 +84,27 @@ ADVANCE: Final = (
     f"THEN ? ELSE vendor_message_id END WHERE id = ? AND {rank_sql('status')} < ?"
 )
 _QUEUE: Final = (
-    "INSERT INTO outbox (event_id, message_id, url, payload, next_at, created_at) "
-    "VALUES (?,?,?,?,?,?) ON CONFLICT (event_id) DO NOTHING"
+    "INSERT INTO outbox (event_id, message_id, url, payload, next_at, created_at, "
+    "lease_until, leased_by) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (event_id) DO NOTHING"
 )
+
+
+def _queue(db: sqlite3.Connection, message_id: str, entry: OutboxEntry, now: float) -> None:
+    """Queue a report; one its dispatcher offered to take (Handoff) is written leased to it
+    and added to the offer. A repeat of an event already queued writes nothing."""
+    handoff = entry.handoff
+    if handoff is None:
+        db.execute(_QUEUE, (entry.event_id, message_id, entry.url, entry.payload, now, now,
+                            0, None))
+        return
+    cursor = db.execute(_QUEUE, (entry.event_id, message_id, entry.url, entry.payload, now,
+                                 now, handoff.until, handoff.worker))
+    if cursor.rowcount == 1 and cursor.lastrowid is not None:
+        handoff.reports.append(LeasedReport(
+            id=cursor.lastrowid, event_id=entry.event_id, url=entry.url,
+            payload=entry.payload, attempts=0, created_at=now))
+
+
 # Due reports in due order, at most `per_url` of one URL, none of the URLs the worker is still
 # busy with; candidates are a bounded window, so a big backlog costs a bounded scan.
 _DUE: Final = (
@@ -692,7 +710,7 @@ class SqliteStore:
                         (*values, seen.updated_at, seen.status.value)).rowcount != 1:
             return False
         if entry is not None:
-            db.execute(_QUEUE, (entry.event_id, new.id, entry.url, entry.payload, now, now))
+            _queue(db, new.id, entry, now)
         return True
 
     def _apply_part(self, db: sqlite3.Connection, row: MessageRow, update: StatusUpdate,
