@@ -9,7 +9,7 @@ import hashlib
 import random
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -288,41 +288,39 @@ class Dispatcher:
         end."""
         if len(self._tasks) >= _IN_FLIGHT:
             await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
+        self._more = False
+        leased = await self._lease() if lease else []
         # Reports handed over start now unless their URL has POSTs in flight: then they wait
         # for those to end and go together, as a lease would leave them (fewer, fuller POSTs).
-        handed: list[LeasedReport] = []
+        # Taken after the lease, which therefore found their URLs free when they were.
+        ready: list[LeasedReport] = []
         waiting: list[LeasedReport] = []
         for item in self._handed:
-            (waiting if item.url in self._busy else handed).append(item)
+            (waiting if item.url in self._busy else ready).append(item)
         self._handed = waiting
-        self._start(handed)
-        if not lease:
-            return bool(handed)
+        self._start(leased + ready)
+        return bool(leased or ready)
+
+    async def _lease(self) -> list[LeasedReport]:
         batch = self.settings.report_batch
-        room = _IN_FLIGHT - len(self._tasks)
-        if room <= 0:  # the reports handed over took the room: lease when a POST ends
-            self._lease_wanted = True
-            return bool(handed)
+        room = _IN_FLIGHT - len(self._tasks)  # at least one: start_due waited for it
         limit, per_url = min(batch * 8, room * batch), batch * _URL_CHUNKS
-        self._more = False
         self._next_poll = time.monotonic() + _IDLE_POLL
         busy = list(self._busy)
         leased = await self.store.lease_reports(
             self.worker, time.time(), limit, self._lease_seconds, per_url=per_url,
             skip_urls=busy)
         self._passed_over.update(busy)  # what they have due waits for their POSTs to end
-        if not leased:
-            return bool(handed)
-        by_url = self._start(leased)
         # Under both caps, the lease took every due report of every URL not busy (its window
         # of candidates was not full either), and the URLs it took are busy now: a lease at
         # once would find nothing, so the run loop waits for a wake instead.
-        self._more = len(leased) >= limit or any(len(v) >= per_url for v in by_url.values())
+        per = Counter(item.url for item in leased)
+        self._more = len(leased) >= limit or any(n >= per_url for n in per.values())
         self._lease_wanted = self._more
-        return True
+        return leased
 
-    def _start(self, reports: list[LeasedReport]) -> dict[str, list[LeasedReport]]:
-        """A task per URL chunk of `reports` (held by this worker); the reports by URL."""
+    def _start(self, reports: list[LeasedReport]) -> None:
+        """A task per URL chunk of `reports` (held by this worker)."""
         by_url: dict[str, list[LeasedReport]] = defaultdict(list)
         for item in reports:
             by_url[item.url].append(item)
@@ -333,7 +331,6 @@ class Dispatcher:
                 task = asyncio.create_task(self._deliver(items[i:i + batch]))
                 self._tasks.add(task)
                 task.add_done_callback(functools.partial(self._finished, url))
-        return by_url
 
     def _finished(self, url: str, task: asyncio.Task[bool]) -> None:
         self._tasks.discard(task)

@@ -423,10 +423,47 @@ async def test_a_stopping_dispatcher_releases_what_was_handed_over_and_not_sent(
     task = await _running(dispatcher)
     started: list[LeasedReport] = []
     # Stopping before the round that would start it: this round starts nothing.
-    dispatcher._start = started.extend  # type: ignore[assignment,method-assign]
+    dispatcher._start = started.extend  # type: ignore[method-assign]
     report_id = await _handed(store, dispatcher, receiver.url("a"), "left")
     assert await store.lease_reports("next", time.time(), 10, 30) == []  # held meanwhile
     dispatcher.stop()
     await task
     (taken,) = await store.lease_reports("next", time.time(), 10, 30)
     assert taken.id == report_id
+
+
+async def test_a_busy_url_freed_sends_one_lease_not_one_per_post_ever_after(
+        parts: tuple[SqliteStore, Dispatcher], receiver: ReportReceiver,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lease that skipped a busy URL asks again when its POSTs end (what it left may be
+    due). That lease must find the URL free: not busy again with reports handed over
+    meanwhile, or every POST's end would ask the store once more, for ever."""
+    store, dispatcher = parts
+    monkeypatch.setattr("connector.outbox._IDLE_POLL", 3600.0)  # no poll: only wakes lease
+    skipped: list[list[str]] = []
+    real = store.lease_reports
+
+    async def counted(*args: Any, **kwargs: Any) -> list[LeasedReport]:
+        skipped.append(list(kwargs.get("skip_urls", ())))
+        return await real(*args, **kwargs)
+
+    store.lease_reports = counted  # type: ignore[method-assign]
+    receiver.script([(200, {}, 0.3)] * 8)
+    task = await _running(dispatcher)
+    try:
+        await _until(lambda: len(skipped) == 1)  # the first round's lease
+        await _handed(store, dispatcher, receiver.url("a"), "r0")
+        await _until(lambda: bool(dispatcher._busy))
+        dispatcher.wake()  # e.g. a report queued without a hand-over: a lease, URL busy
+        await _until(lambda: len(skipped) == 2)
+        assert skipped[1] == [receiver.url("a")]
+        for n in range(1, 7):  # reports keep coming while POSTs are in flight
+            await _handed(store, dispatcher, receiver.url("a"), f"r{n}")
+            await asyncio.sleep(0.15)
+        await _until(lambda: len(receiver.events) == 7)
+        await _until(lambda: not dispatcher._tasks)
+        assert len(receiver.posts) >= 2
+        assert len(skipped) == 3 and skipped[2] == []  # once more, with the URL free
+    finally:
+        dispatcher.stop()
+        await task
