@@ -233,8 +233,8 @@ class Dispatcher:
         until_poll = self._next_poll - time.monotonic()  # the run loop's next look
         wait = min(_IDLE_POLL, until_poll) if until_poll > 0.0 else _IDLE_POLL
         if not self._tasks:
-            # With POSTs in flight each end wakes us, and what is due then waits at most the
-            # usual pause: only an idle dispatcher asks when the next retry is due.
+            # With POSTs in flight, an end that may leave something due (a retry, a URL a
+            # lease skipped) wakes us: only an idle dispatcher asks when the next retry is due.
             try:
                 due = await self.store.next_report_due()
             except ConnectorError:

@@ -50,13 +50,18 @@ async def parts(tmp_path: Path) -> AsyncIterator[tuple[SqliteStore, Dispatcher]]
     await store.close()
 
 
-async def delivered(store: SqliteStore, dispatcher: Dispatcher, url: str, custom: str) -> str:
+async def claimed(store: SqliteStore, url: str, custom: str, now: float) -> str:
     message_id = uuid.uuid4().hex
-    now = time.time()
     await store.claim(NewMessage(
         id=message_id, request_id=message_id, vendor="twilio", sealed_settings=b"x",
         sender="Brand", to_number="+447911123456", custom_data=custom, callback_url=url,
         metadata=None, segments=1, encoding="gsm7", claimed_until=now + 10), now)
+    return message_id
+
+
+async def delivered(store: SqliteStore, dispatcher: Dispatcher, url: str, custom: str) -> str:
+    now = time.time()
+    message_id = await claimed(store, url, custom, now)
     await store.apply_status(message_id, StatusUpdate(status=Status.DELIVERED), now,
                              dispatcher.report)
     return message_id
@@ -334,12 +339,8 @@ async def test_a_wake_ends_the_idle_wait_and_one_before_it_is_not_lost(
 async def _handed(store: SqliteStore, dispatcher: Dispatcher, url: str, custom: str) -> int:
     """A message delivered, its report written under the running dispatcher's offer (as the
     callback path does) and handed over: the report's outbox id."""
-    message_id = uuid.uuid4().hex
     now = time.time()
-    await store.claim(NewMessage(
-        id=message_id, request_id=message_id, vendor="twilio", sealed_settings=b"x",
-        sender="Brand", to_number="+447911123456", custom_data=custom, callback_url=url,
-        metadata=None, segments=1, encoding="gsm7", claimed_until=now + 10), now)
+    message_id = await claimed(store, url, custom, now)
     handoff = dispatcher.handoff()
     assert handoff is not None and handoff.worker == dispatcher.worker
 

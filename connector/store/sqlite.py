@@ -56,8 +56,8 @@ log = structlog.get_logger("connector.store")
 _PURGE_BATCH: Final = 5000
 # SQLite rewrites an index entry for every indexed column an UPDATE sets, changed or not: a
 # write that keeps the vendor's id leaves it out of its SET (the (vendor, vendor_message_id)
-# index then stays as it is), which halved the cost of a status write (measured: 9 against
-# 24 µs in autocommit, 20,000 messages).
+# index then stays as it is): 17,700 fewer instructions and 9 against 19-22 us of CPU per
+# write in autocommit, on a table of 20,000 messages.
 _STAMP_ID: Final = (
     "UPDATE messages SET status = ?, vendor_message_id = ?, from_number = ?, segments = ?, "
     "error_code = ?, error_message = ?, handed_off_at = ?, delivered_at = ?, errored_at = ?, "
