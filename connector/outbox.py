@@ -9,7 +9,7 @@ import hashlib
 import random
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -23,6 +23,7 @@ from connector.model import REPORT_STATUS, ReportEvent, Status, StatusUpdate
 from connector.netcheck import AddressGuard
 from connector.settings import Settings
 from connector.store.base import (
+    Handoff,
     LeasedReport,
     MessageRow,
     OutboxEntry,
@@ -39,6 +40,7 @@ _IDLE_POLL: Final = 0.5  # other processes' reports are noticed within this
 _MAINTENANCE_EVERY: Final = 60.0
 _IN_FLIGHT: Final = 64  # report POSTs in flight at once, per process
 _URL_CHUNKS: Final = 4  # a URL's leases per round, in batches: its backlog cannot take them all
+_HANDOFF_MAX: Final = 256  # fresh reports handed over and not yet started, per process
 _encode = msgspec.json.Encoder()
 _URL_NAMESPACE: Final = uuid.NAMESPACE_URL.bytes
 
@@ -140,15 +142,42 @@ class Dispatcher:
         self._waiter: asyncio.Future[None] | None = None
         self._stopping = asyncio.Event()
         self._lease_seconds = settings.report_timeout * 3 + 30
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[bool]] = set()
         self._busy: dict[str, int] = {}  # URL -> its chunks in flight
         self._more = False  # the last lease was cut short by a cap: more may be due at once
+        # Fresh reports this process wrote leased to this dispatcher (Handoff), not started.
+        self._handed: list[LeasedReport] = []
+        self._running = False
+        # Whether the next round asks the store for due reports: after a wake (a report queued
+        # without a handoff, a retry scheduled, a busy URL freed), a capped lease, and at
+        # least every _IDLE_POLL for other processes' reports and retries falling due.
+        self._lease_wanted = True
+        self._next_poll = 0.0
+        self._passed_over: set[str] = set()  # busy URLs a lease skipped since they were busy
 
     def wake(self) -> None:
+        """Something may be due in the store: the next round asks it."""
+        self._lease_wanted = True
+        self._nudge()
+
+    def _nudge(self) -> None:
         self._woken = True
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def handoff(self) -> Handoff | None:
+        """An offer to take fresh reports without a lease query, or None when this dispatcher
+        is not running here, is stopping, or already holds enough not yet started."""
+        if not self._running or self._stopping.is_set() or len(self._handed) >= _HANDOFF_MAX:
+            return None
+        return Handoff(self.worker, time.time() + self._lease_seconds)
+
+    def take(self, reports: list[LeasedReport]) -> None:
+        """Reports a store wrote under this dispatcher's Handoff, their write committed: they
+        start at the next round (after the linger), with no lease query for them."""
+        self._handed.extend(reports)
+        self._nudge()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -157,6 +186,7 @@ class Dispatcher:
     async def run(self) -> None:
         log.info("dispatcher_started", worker=self.worker)
         next_maintenance = 0.0
+        self._running = True
         try:
             while not self._stopping.is_set():
                 now = time.time()
@@ -164,15 +194,17 @@ class Dispatcher:
                     await self._maintain(now)
                     next_maintenance = now + _MAINTENANCE_EVERY
                 self._woken = False  # a wake from here on is seen by the idle wait below
+                lease = self._lease_wanted or time.monotonic() >= self._next_poll
+                self._lease_wanted = False
                 try:
-                    again = await self.start_due() and self._more
+                    again = await self.start_due(lease=lease) and self._more
                 except ConnectorError as exc:
                     log.warning("dispatcher_store_error", error=exc.message)
-                    again = False
+                    again, self._lease_wanted = False, True
                 except Exception:
                     # A dispatcher that dies strands every report: log, pause, carry on.
                     log.exception("dispatcher_error")
-                    again = False
+                    again, self._lease_wanted = False, True
                 if not again:
                     try:
                         await self._idle()
@@ -180,6 +212,7 @@ class Dispatcher:
                         log.exception("dispatcher_error")
                         await asyncio.sleep(_IDLE_POLL)
         finally:
+            self._running = False
             await self._finish_in_flight()
             try:
                 await self.store.release_reports(self.worker)
@@ -197,16 +230,17 @@ class Dispatcher:
             await asyncio.wait(set(self._tasks))
 
     async def _idle(self) -> None:
-        wait = _IDLE_POLL
+        until_poll = self._next_poll - time.monotonic()  # the run loop's next look
+        wait = min(_IDLE_POLL, until_poll) if until_poll > 0.0 else _IDLE_POLL
         if not self._tasks:
-            # With POSTs in flight each end wakes us, and what is due then waits at most the
-            # usual pause: only an idle dispatcher asks when the next retry is due.
+            # With POSTs in flight, an end that may leave something due (a retry, a URL a
+            # lease skipped) wakes us: only an idle dispatcher asks when the next retry is due.
             try:
                 due = await self.store.next_report_due()
             except ConnectorError:
                 due = None  # the store is away: look again after the usual pause
             if due is not None:
-                wait = min(_IDLE_POLL, max(0.0, due - time.time()))
+                wait = min(wait, max(0.0, due - time.time()))
         if not self._woken and wait > 0.0:
             loop = asyncio.get_running_loop()
             self._waiter = waiter = loop.create_future()
@@ -217,7 +251,8 @@ class Dispatcher:
                 timer.cancel()
                 self._waiter = None
         if not self._woken:
-            return  # the wait ran out
+            self._lease_wanted = True  # the wait ran out: time to look in the store
+            return
         # Woken by a fresh report: linger briefly so its neighbours share the POST.
         if self.settings.report_linger and not self._stopping.is_set():
             await asyncio.sleep(self.settings.report_linger)
@@ -245,57 +280,88 @@ class Dispatcher:
         while self._tasks:
             await asyncio.wait(set(self._tasks))
 
-    async def start_due(self) -> bool:
-        """Lease due reports and start their POSTs, each URL on its own; False when nothing
-        was leased. A slow URL holds only its own reports: its chunks run as separate tasks,
-        each records its result as it finishes, and a URL with POSTs in flight gets no more
-        leases here until they end."""
+    async def start_due(self, *, lease: bool = True) -> bool:
+        """Start the POSTs of reports handed over (take) and, with `lease`, of due reports
+        leased from the store, each URL on its own; False when nothing started. A slow URL
+        holds only its own reports: its chunks run as separate tasks, each records its result
+        as it finishes, and a URL with POSTs in flight gets no more leases here until they
+        end."""
         if len(self._tasks) >= _IN_FLIGHT:
             await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
-        batch = self.settings.report_batch
-        room = _IN_FLIGHT - len(self._tasks)
-        limit, per_url = min(batch * 8, room * batch), batch * _URL_CHUNKS
         self._more = False
+        leased = await self._lease() if lease else []
+        # Reports handed over start now unless their URL has POSTs in flight: then they wait
+        # for those to end and go together, as a lease would leave them (fewer, fuller POSTs).
+        # Taken after the lease, which therefore found their URLs free when they were.
+        ready: list[LeasedReport] = []
+        waiting: list[LeasedReport] = []
+        for item in self._handed:
+            (waiting if item.url in self._busy else ready).append(item)
+        self._handed = waiting
+        self._start(leased + ready)
+        return bool(leased or ready)
+
+    async def _lease(self) -> list[LeasedReport]:
+        batch = self.settings.report_batch
+        room = _IN_FLIGHT - len(self._tasks)  # at least one: start_due waited for it
+        limit, per_url = min(batch * 8, room * batch), batch * _URL_CHUNKS
+        self._next_poll = time.monotonic() + _IDLE_POLL
+        busy = list(self._busy)
         leased = await self.store.lease_reports(
             self.worker, time.time(), limit, self._lease_seconds, per_url=per_url,
-            skip_urls=list(self._busy))
-        if not leased:
-            return False
-        by_url: dict[str, list[LeasedReport]] = defaultdict(list)
-        for item in leased:
-            by_url[item.url].append(item)
+            skip_urls=busy)
+        self._passed_over.update(busy)  # what they have due waits for their POSTs to end
         # Under both caps, the lease took every due report of every URL not busy (its window
         # of candidates was not full either), and the URLs it took are busy now: a lease at
         # once would find nothing, so the run loop waits for a wake instead.
-        self._more = len(leased) >= limit or any(len(v) >= per_url for v in by_url.values())
+        per = Counter(item.url for item in leased)
+        self._more = len(leased) >= limit or any(n >= per_url for n in per.values())
+        self._lease_wanted = self._more
+        return leased
+
+    def _start(self, reports: list[LeasedReport]) -> None:
+        """A task per URL chunk of `reports` (held by this worker)."""
+        by_url: dict[str, list[LeasedReport]] = defaultdict(list)
+        for item in reports:
+            by_url[item.url].append(item)
+        batch = self.settings.report_batch
         for url, items in by_url.items():
             for i in range(0, len(items), batch):
                 self._busy[url] = self._busy.get(url, 0) + 1
                 task = asyncio.create_task(self._deliver(items[i:i + batch]))
                 self._tasks.add(task)
                 task.add_done_callback(functools.partial(self._finished, url))
-        return True
 
-    def _finished(self, url: str, task: asyncio.Task[None]) -> None:
+    def _finished(self, url: str, task: asyncio.Task[bool]) -> None:
         self._tasks.discard(task)
         left = self._busy.pop(url) - 1
         if left:
             self._busy[url] = left
-        self.wake()  # its URL may have more due, and there is room for more
+        elif url in self._passed_over:  # a lease skipped it while busy: it may have more due
+            self._passed_over.discard(url)
+            self.wake()
+            return
+        if task.cancelled() or task.exception() is not None or task.result():
+            self.wake()  # a retry was scheduled or the result was lost: look again
+        elif self._handed or self._lease_wanted:
+            self._nudge()  # there is room for what waits: reports handed over, a lease
 
-    async def _deliver(self, items: list[LeasedReport]) -> None:
+    async def _deliver(self, items: list[LeasedReport]) -> bool:
+        """POST one chunk and record the outcome; True when the store should be asked again
+        soon (a retry was scheduled, or the outcome could not be recorded)."""
         try:
             results = await self._post(items)
             written = await self.store.reports_done(self.worker, results, time.time())
         except ConnectorError as exc:
             # The leases expire and the reports go again: receivers drop repeats by event_id.
             log.warning("report_result_lost", error=exc.message, events=len(items))
-            return
+            return True
         except Exception:
             log.exception("dispatcher_error")  # a task's error is nobody else's to handle
-            return
+            return True
         if written < len(results):
             log.warning("report_lease_lost", events=len(results) - written)
+        return any(attempt.outcome == "retry" for _, attempt, _ in results)
 
     async def _post(self, items: list[LeasedReport]
                     ) -> list[tuple[int, ReportAttempt, float | None]]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from connector.app import Front, create_app
 from connector.model import Status
 from connector.services import Services
 from connector.settings import Settings
-from connector.store.base import NewMessage, SendOutcome, StoredResponse
+from connector.store.base import LeasedReport, NewMessage, SendOutcome, StoredResponse
 from connector.vendors.twilio import signature
 from tests.test_guards import FORM, play
 
@@ -71,3 +72,27 @@ async def test_only_a_reported_status_wakes_the_dispatcher(
     assert len(await services.store.reports_for(row.id)) == 1  # delivered, queued
     assert await _callback(app, token, sid, "delivered") == 204  # a repeat: nothing new
     assert len(wakes) == 1
+
+
+async def test_a_running_dispatcher_is_handed_the_report_instead_of_woken(
+        services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    wakes: list[None] = []
+    taken: list[LeasedReport] = []
+    dispatcher = services.dispatcher
+    monkeypatch.setattr(dispatcher, "_running", True)  # as inside run(); nothing POSTs here
+    monkeypatch.setattr(dispatcher, "wake", lambda: wakes.append(None))
+    monkeypatch.setattr(dispatcher, "take", taken.extend)
+    app = create_app(services.settings, services)
+    token, sid = await _stored(services)
+    assert await _callback(app, token, sid, "sent") == 204
+    assert not taken and not wakes
+    assert await _callback(app, token, sid, "delivered") == 204
+    (report,) = taken
+    assert not wakes
+    (view,) = await services.store.reports_for("0" * 31 + "1")
+    assert (view.event_id, view.state) == (report.event_id, "pending")
+    assert json.loads(report.payload)["status"] == "delivered"
+    # Leased to this dispatcher: no other takes it while it runs.
+    assert await services.store.lease_reports("other", time.time(), 10, 30) == []
+    assert await _callback(app, token, sid, "delivered") == 204  # a repeat: nothing new
+    assert len(taken) == 1 and not wakes

@@ -20,7 +20,7 @@ from connector.model import Status, StatusUpdate
 from connector.netcheck import AddressGuard
 from connector.outbox import Dispatcher, event_id, report_builder
 from connector.settings import Settings
-from connector.store.base import LeasedReport, MessageRow, NewMessage
+from connector.store.base import LeasedReport, MessageRow, NewMessage, OutboxEntry
 from connector.store.sqlite import SqliteStore
 from tests.e2e.conftest import REPORT_SECRET
 from tests.fakes.receiver import ReportReceiver
@@ -50,13 +50,18 @@ async def parts(tmp_path: Path) -> AsyncIterator[tuple[SqliteStore, Dispatcher]]
     await store.close()
 
 
-async def delivered(store: SqliteStore, dispatcher: Dispatcher, url: str, custom: str) -> str:
+async def claimed(store: SqliteStore, url: str, custom: str, now: float) -> str:
     message_id = uuid.uuid4().hex
-    now = time.time()
     await store.claim(NewMessage(
         id=message_id, request_id=message_id, vendor="twilio", sealed_settings=b"x",
         sender="Brand", to_number="+447911123456", custom_data=custom, callback_url=url,
         metadata=None, segments=1, encoding="gsm7", claimed_until=now + 10), now)
+    return message_id
+
+
+async def delivered(store: SqliteStore, dispatcher: Dispatcher, url: str, custom: str) -> str:
+    now = time.time()
+    message_id = await claimed(store, url, custom, now)
     await store.apply_status(message_id, StatusUpdate(status=Status.DELIVERED), now,
                              dispatcher.report)
     return message_id
@@ -329,3 +334,137 @@ async def test_a_wake_ends_the_idle_wait_and_one_before_it_is_not_lost(
     dispatcher._woken = False
     dispatcher.wake()
     await asyncio.wait_for(dispatcher._idle(), 30)
+
+
+async def _handed(store: SqliteStore, dispatcher: Dispatcher, url: str, custom: str) -> int:
+    """A message delivered, its report written under the running dispatcher's offer (as the
+    callback path does) and handed over: the report's outbox id."""
+    now = time.time()
+    message_id = await claimed(store, url, custom, now)
+    handoff = dispatcher.handoff()
+    assert handoff is not None and handoff.worker == dispatcher.worker
+
+    def build(row: MessageRow, update: StatusUpdate, at: float) -> OutboxEntry | None:
+        entry = dispatcher.report(row, update, at)
+        assert entry is not None
+        return msgspec.structs.replace(entry, handoff=handoff)
+
+    await store.advance(message_id, StatusUpdate(status=Status.DELIVERED), now, build)
+    (report,) = handoff.reports
+    dispatcher.take(handoff.reports)
+    return report.id
+
+
+async def _running(dispatcher: Dispatcher) -> asyncio.Task[None]:
+    task = asyncio.create_task(dispatcher.run())
+    for _ in range(100):
+        if dispatcher.handoff() is not None:
+            return task
+        await asyncio.sleep(0.01)
+    raise AssertionError("the dispatcher did not start")
+
+
+async def _until(check: Any, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_report_handed_over_is_delivered_without_being_leased(
+        parts: tuple[SqliteStore, Dispatcher], receiver: ReportReceiver,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    store, dispatcher = parts
+    assert dispatcher.handoff() is None  # not running: nothing is offered
+    monkeypatch.setattr("connector.outbox._IDLE_POLL", 0.05)  # leases keep polling meanwhile
+    leased: list[int] = []
+    real = store.lease_reports
+
+    async def spied(*args: Any, **kwargs: Any) -> list[LeasedReport]:
+        found = await real(*args, **kwargs)
+        leased.extend(item.id for item in found)
+        return found
+
+    store.lease_reports = spied  # type: ignore[method-assign]
+    task = await _running(dispatcher)
+    try:
+        report_id = await _handed(store, dispatcher, receiver.url("a"), "handed")
+        await _until(lambda: len(receiver.events) == 1)
+        assert receiver.events[0]["custom_data"] == "handed"
+        await _until(lambda: not dispatcher._tasks)
+        assert report_id not in leased
+        (row,) = await store.reports_for(receiver.events[0]["message_id"])
+        assert row.state == "delivered"
+    finally:
+        dispatcher.stop()
+        await task
+    assert dispatcher.handoff() is None  # stopped: nothing is offered
+
+
+async def test_reports_handed_over_for_a_busy_url_wait_and_go_together(
+        parts: tuple[SqliteStore, Dispatcher], receiver: ReportReceiver) -> None:
+    store, dispatcher = parts
+    receiver.script([(200, {}, 0.5)])  # the first POST takes a while
+    task = await _running(dispatcher)
+    try:
+        await _handed(store, dispatcher, receiver.url("a"), "first")
+        await _until(lambda: bool(dispatcher._busy))
+        for i in range(3):  # handed over while the URL's POST is in flight
+            await _handed(store, dispatcher, receiver.url("a"), f"next{i}")
+        await _until(lambda: len(receiver.events) == 4)
+        assert [len(post.events) for post in receiver.posts] == [1, 3]
+    finally:
+        dispatcher.stop()
+        await task
+
+
+async def test_a_stopping_dispatcher_releases_what_was_handed_over_and_not_sent(
+        parts: tuple[SqliteStore, Dispatcher], receiver: ReportReceiver) -> None:
+    store, dispatcher = parts
+    task = await _running(dispatcher)
+    started: list[LeasedReport] = []
+    # Stopping before the round that would start it: this round starts nothing.
+    dispatcher._start = started.extend  # type: ignore[method-assign]
+    report_id = await _handed(store, dispatcher, receiver.url("a"), "left")
+    assert await store.lease_reports("next", time.time(), 10, 30) == []  # held meanwhile
+    dispatcher.stop()
+    await task
+    (taken,) = await store.lease_reports("next", time.time(), 10, 30)
+    assert taken.id == report_id
+
+
+async def test_a_busy_url_freed_sends_one_lease_not_one_per_post_ever_after(
+        parts: tuple[SqliteStore, Dispatcher], receiver: ReportReceiver,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lease that skipped a busy URL asks again when its POSTs end (what it left may be
+    due). That lease must find the URL free: not busy again with reports handed over
+    meanwhile, or every POST's end would ask the store once more, for ever."""
+    store, dispatcher = parts
+    monkeypatch.setattr("connector.outbox._IDLE_POLL", 3600.0)  # no poll: only wakes lease
+    skipped: list[list[str]] = []
+    real = store.lease_reports
+
+    async def counted(*args: Any, **kwargs: Any) -> list[LeasedReport]:
+        skipped.append(list(kwargs.get("skip_urls", ())))
+        return await real(*args, **kwargs)
+
+    store.lease_reports = counted  # type: ignore[method-assign]
+    receiver.script([(200, {}, 0.3)] * 8)
+    task = await _running(dispatcher)
+    try:
+        await _until(lambda: len(skipped) == 1)  # the first round's lease
+        await _handed(store, dispatcher, receiver.url("a"), "r0")
+        await _until(lambda: bool(dispatcher._busy))
+        dispatcher.wake()  # e.g. a report queued without a hand-over: a lease, URL busy
+        await _until(lambda: len(skipped) == 2)
+        assert skipped[1] == [receiver.url("a")]
+        for n in range(1, 7):  # reports keep coming while POSTs are in flight
+            await _handed(store, dispatcher, receiver.url("a"), f"r{n}")
+            await asyncio.sleep(0.15)
+        await _until(lambda: len(receiver.events) == 7)
+        await _until(lambda: not dispatcher._tasks)
+        assert len(receiver.posts) >= 2
+        assert len(skipped) == 3 and skipped[2] == []  # once more, with the URL free
+    finally:
+        dispatcher.stop()
+        await task

@@ -24,8 +24,9 @@ from connector.api.send import Answer, receive_body
 from connector.errors import BadRequest, InvalidSignature
 from connector.model import TERMINAL, Applied, Status, StatusUpdate
 from connector.optouts import acts_on, suppress_reported
+from connector.outbox import Dispatcher
 from connector.services import Services
-from connector.store.base import MessageRow, OutboxEntry, ReportBuilder, SentVia
+from connector.store.base import Handoff, MessageRow, OutboxEntry, ReportBuilder, SentVia
 from connector.vendors import VENDORS
 from connector.vendors.base import Callback, Vendor
 
@@ -148,19 +149,39 @@ class _Reports:
     CONNECTOR_REPORT_STATUSES) woke it for a lease query and an idle wait that found nothing.
     A report built but not written (the row changed meanwhile) costs one needless wake."""
 
-    __slots__ = ("build", "built", "statuses")
+    __slots__ = ("build", "built", "dispatcher", "handoff", "statuses")
 
-    def __init__(self, build: ReportBuilder) -> None:
+    def __init__(self, build: ReportBuilder, dispatcher: Dispatcher) -> None:
         self.build = build
         self.built = False
+        self.dispatcher = dispatcher
+        self.handoff: Handoff | None = None
         # What the builder reports (store.base.may_report), so the store can tell as well.
         self.statuses: frozenset[Status] | None = getattr(build, "statuses", None)
 
     def __call__(self, row: MessageRow, update: StatusUpdate, now: float) -> OutboxEntry | None:
         entry = self.build(row, update, now)
-        if entry is not None:
-            self.built = True
-        return entry
+        if entry is None:
+            return None
+        self.built = True
+        # The local dispatcher takes the report itself when it can (a store that honours
+        # the offer writes it leased to it): no lease query and no idle round for it.
+        if self.handoff is None:
+            self.handoff = self.dispatcher.handoff()
+        if self.handoff is None:
+            return entry
+        return OutboxEntry(event_id=entry.event_id, url=entry.url, payload=entry.payload,
+                           handoff=self.handoff)
+
+    def written(self) -> None:
+        """The write that used this builder committed: the dispatcher gets its reports,
+        handed over when the store honoured the offer, or else a wake to look for them."""
+        handoff = self.handoff
+        if handoff is not None and handoff.reports:
+            self.dispatcher.take(handoff.reports)
+            handoff.reports = []
+        else:
+            self.dispatcher.wake()
 
 
 async def _status(scope: Scope, receive: Receive, services: Services, vendor: Vendor
@@ -207,7 +228,7 @@ async def _status(scope: Scope, receive: Receive, services: Services, vendor: Ve
             verified.add(message_id)
         pending.append((message_id, row, update))
     now = time.time()
-    report = _Reports(services.report)
+    report = _Reports(services.report, services.dispatcher)
     store = services.store
     for message_id, row, update in pending:
         structlog.contextvars.bind_contextvars(message_id=message_id)
@@ -222,7 +243,7 @@ async def _status(scope: Scope, receive: Receive, services: Services, vendor: Ve
         log.info("callback_applied", status=str(update.status), part=update.part_id,
                  result=str(applied))
         if applied is Applied.APPLIED and report.built:
-            services.dispatcher.wake()
+            report.written()
         if acts_on(services, update, applied):
             row = row or await store.message(message_id)  # rare: read only for this
             if row is not None:

@@ -102,14 +102,6 @@ class MessageRow(msgspec.Struct, frozen=True, kw_only=True):
     answered: bool = True
 
 
-class OutboxEntry(msgspec.Struct, frozen=True, kw_only=True):
-    """A report to deliver: one event for one callback URL."""
-
-    event_id: str
-    url: str
-    payload: bytes  # the JSON event object
-
-
 class LeasedReport(msgspec.Struct, frozen=True, kw_only=True):
     id: int
     event_id: str
@@ -117,6 +109,33 @@ class LeasedReport(msgspec.Struct, frozen=True, kw_only=True):
     payload: bytes
     attempts: int
     created_at: float  # where the retry horizon starts: creation, or the latest replay
+
+
+class Handoff:
+    """A dispatcher's offer to deliver fresh reports itself, without a lease query (#11).
+
+    A store that honours it writes such a report already leased to `worker` until `until`
+    and adds it to `reports`; the caller hands them to the dispatcher once the write has
+    committed (a write that fails takes its `reports` with it: the caller never sees them).
+    If this process dies first, the lease runs out and any dispatcher takes the report, as
+    after any lease. A store may ignore the offer: the report is then leased as any other.
+    """
+
+    __slots__ = ("reports", "until", "worker")
+
+    def __init__(self, worker: str, until: float) -> None:
+        self.worker = worker
+        self.until = until
+        self.reports: list[LeasedReport] = []
+
+
+class OutboxEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """A report to deliver: one event for one callback URL."""
+
+    event_id: str
+    url: str
+    payload: bytes  # the JSON event object
+    handoff: Handoff | None = None  # written leased to this dispatcher (see Handoff)
 
 
 class ReportAttempt(msgspec.Struct, frozen=True, kw_only=True):

@@ -8,8 +8,15 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from connector.model import Status, StatusUpdate
-from connector.store.base import ReportAttempt, Store
+from connector.model import Applied, Status, StatusUpdate
+from connector.store.base import (
+    Handoff,
+    MessageRow,
+    OutboxEntry,
+    ReportAttempt,
+    ReportBuilder,
+    Store,
+)
 from connector.store.postgres import PostgresStore
 from tests.store.test_store import NOW, new, report_all
 
@@ -128,3 +135,60 @@ async def test_postgres_purge_keeps_a_message_whose_report_is_being_queued(
             "SELECT count(*) FROM outbox o WHERE NOT EXISTS ("
             "SELECT 1 FROM messages m WHERE m.id = o.message_id)")
     assert orphans == 0
+
+
+def _handing(handoff: Handoff) -> ReportBuilder:
+    """report_all, with the dispatcher's offer on every report it builds."""
+    def build(row: MessageRow, update: StatusUpdate, now: float) -> OutboxEntry:
+        entry = report_all(row, update, now)
+        return OutboxEntry(event_id=entry.event_id, url=entry.url, payload=entry.payload,
+                           handoff=handoff)
+    return build
+
+
+@pytest.mark.parametrize("path", ["advance", "apply_status"])
+async def test_a_handed_over_report_is_leased_to_its_dispatcher_or_left_for_any(
+        store: Store, path: str) -> None:
+    m = new(request_id=None)
+    await store.claim(m, NOW)
+    handoff = Handoff("local", NOW + 30)
+    write = store.advance if path == "advance" else store.apply_status
+    assert await write(m.id, DELIVERED, NOW, _handing(handoff)) is Applied.APPLIED
+    if isinstance(store, PostgresStore):  # ignores the offer: any dispatcher leases it
+        assert handoff.reports == []
+        (leased,) = await store.lease_reports("other", NOW, 10, 30)
+        assert leased.event_id == f"{m.id}/delivered"
+        return
+    (handed,) = handoff.reports
+    assert (handed.event_id, handed.url, handed.attempts, handed.created_at) == (
+        f"{m.id}/delivered", "https://r", 0, NOW)
+    assert handed.payload == b'{"status":"delivered"}'
+    # Held by the local dispatcher: no one else leases it while its lease runs...
+    assert await store.lease_reports("other", NOW + 29, 10, 30) == []
+    ok = ReportAttempt(at=NOW + 1, outcome="delivered", status_code=200, error=None)
+    assert await store.reports_done("local", [(handed.id, ok, None)], NOW + 1) == 1
+    (view,) = await store.reports_for(m.id)
+    assert view.state == "delivered" and [a.outcome for a in view.attempts] == ["delivered"]
+
+
+async def test_a_handed_over_report_outlives_its_process_by_its_lease(store: Store) -> None:
+    """The process that wrote it died before the POST: after the lease another takes it."""
+    m = new(request_id=None)
+    await store.claim(m, NOW)
+    handoff = Handoff("died", NOW + 30)
+    await store.advance(m.id, DELIVERED, NOW, _handing(handoff))
+    (taken,) = await store.lease_reports("other", NOW + 31, 10, 30)
+    assert taken.event_id == f"{m.id}/delivered"
+    if handoff.reports:
+        assert taken.id == handoff.reports[0].id
+
+
+async def test_a_repeat_or_a_refused_write_hands_nothing_over(store: Store) -> None:
+    m = new(request_id=None)
+    await store.claim(m, NOW)
+    await store.advance(m.id, DELIVERED, NOW, _handing(Handoff("local", NOW + 30)))
+    again = Handoff("local", NOW + 30)
+    assert await store.advance(m.id, DELIVERED, NOW + 1, _handing(again)) is Applied.DUPLICATE
+    sent = StatusUpdate(status=Status.SENT)
+    assert await store.advance(m.id, sent, NOW + 2, _handing(again)) is Applied.REGRESSED
+    assert again.reports == []
