@@ -101,13 +101,10 @@ def _queue(db: sqlite3.Connection, message_id: str, entry: OutboxEntry, now: flo
     """Queue a report; one its dispatcher offered to take (Handoff) is written leased to it
     and added to the offer. A repeat of an event already queued writes nothing."""
     handoff = entry.handoff
-    if handoff is None:
-        db.execute(_QUEUE, (entry.event_id, message_id, entry.url, entry.payload, now, now,
-                            0, None))
-        return
+    lease = (0, None) if handoff is None else (handoff.until, handoff.worker)
     cursor = db.execute(_QUEUE, (entry.event_id, message_id, entry.url, entry.payload, now,
-                                 now, handoff.until, handoff.worker))
-    if cursor.rowcount == 1 and cursor.lastrowid is not None:
+                                 now, *lease))
+    if handoff is not None and cursor.rowcount == 1 and cursor.lastrowid is not None:
         handoff.reports.append(LeasedReport(
             id=cursor.lastrowid, event_id=entry.event_id, url=entry.url,
             payload=entry.payload, attempts=0, created_at=now))
@@ -433,7 +430,8 @@ class SqliteStore:
 
     def _commit_alone(self, entry: _Pending) -> None:
         """A lone `alone` write, in autocommit: busy is retried as a batch's BEGIN is, as
-        long as the work changed nothing yet (its write is its first statement)."""
+        long as the work changed nothing yet (nothing before its one write changes anything,
+        see _write)."""
         work, future, _ = entry
         try:
             db = self._writer or self.db
@@ -769,7 +767,6 @@ class SqliteStore:
                 return self._apply(db, _row(found), update, now, report)
             return await self._write(apply)
         params = advance_parameters(message_id, update, now)
-
 
         def advance(db: sqlite3.Connection) -> Applied:
             if db.execute(ADVANCE, params).rowcount == 1:
