@@ -110,6 +110,24 @@ def _queue(db: sqlite3.Connection, message_id: str, entry: OutboxEntry, now: flo
             payload=entry.payload, attempts=0, created_at=now))
 
 
+_CLAIM_COLUMNS: Final = (
+    "INSERT INTO messages (id, request_id, claim_key, vendor, sealed_settings, sender, "
+    "to_number, custom_data, callback_url, metadata, status, segments, encoding, "
+    "claimed_until, created_at, updated_at) "
+)
+_CLAIM_VALUES: Final = "?,?,?,?,?,?,?,?,?,?,'pending',?,?,?,?,?"
+_CLAIM: Final = f"{_CLAIM_COLUMNS}VALUES ({_CLAIM_VALUES}) ON CONFLICT (claim_key) DO NOTHING"
+# The same, adding nothing while the recipient is on the tenant's suppression list (under its
+# credential, or under any: ''). The number's one or two entries are found by the key's
+# prefix and filtered: with the `+`, `IN` is two comparisons, not a temporary table (as
+# `credential IN (?, '')` and `credential = ? OR credential = ''` are) for the key to search.
+_CLAIM_UNLISTED: Final = (
+    f"{_CLAIM_COLUMNS}SELECT {_CLAIM_VALUES} WHERE NOT EXISTS (SELECT 1 FROM suppressions "
+    "WHERE account = ? AND number = ? AND +credential IN (?, '')) "
+    "ON CONFLICT (claim_key) DO NOTHING"
+)
+
+
 # Due reports in due order, at most `per_url` of one URL, none of the URLs the worker is still
 # busy with; candidates are a bounded window, so a big backlog costs a bounded scan.
 _DUE: Final = (
@@ -529,28 +547,41 @@ class SqliteStore:
 
     async def claim(self, message: NewMessage, now: float,
                     suppression: tuple[str, str] | None = None) -> Claim:
-        # `suppression` is left unanswered: a local read costs no round trip to save.
-        found = await self._write(lambda db: self._claim(db, message, now), alone=True)
+        found = await self._write(lambda db: self._claim(db, message, now, suppression),
+                                  alone=True)
         if isinstance(found, Claim):
             return found
-        return await self.claim(message, now)  # released between the two statements: again
+        return await self.claim(message, now, suppression)  # released meanwhile: again
 
-    def _claim(self, db: sqlite3.Connection, m: NewMessage, now: float) -> Claim | None:
-        # The unique claim_key (the request_id within its tenant) decides who sends.
-        cursor = db.execute(
-            "INSERT INTO messages (id, request_id, claim_key, vendor, sealed_settings, "
-            "sender, to_number, custom_data, callback_url, metadata, status, segments, "
-            "encoding, claimed_until, created_at, updated_at) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,'pending',?,?,?,?,?) "
-            "ON CONFLICT (claim_key) DO NOTHING",
-            (m.id, m.request_id, m.claim_key, m.vendor, m.sealed_settings, m.sender,
-             m.to_number, m.custom_data, m.callback_url, m.metadata, m.segments, m.encoding,
-             m.claimed_until, now, now),
-        )
-        if cursor.rowcount == 1:
-            return Claim(message_id=m.id, claimed=True, claimed_until=m.claimed_until)
+    def _claim(self, db: sqlite3.Connection, m: NewMessage, now: float,
+               suppression: tuple[str, str] | None) -> Claim | None:
+        # The unique claim_key (the request_id within its tenant) decides who sends. Asked
+        # about `suppression`, the INSERT adds only while the recipient is not listed for the
+        # tenant: one statement answers both in the usual case, where a read of its own cost
+        # the send about 1% of its instructions (#11). Nothing added: the claim is someone
+        # else's, or the recipient is listed (then it is claimed as before, and says so).
+        values = (m.id, m.request_id, m.claim_key, m.vendor, m.sealed_settings, m.sender,
+                  m.to_number, m.custom_data, m.callback_url, m.metadata, m.segments,
+                  m.encoding, m.claimed_until, now, now)
+        if suppression is not None:
+            account, credential = suppression
+            if db.execute(_CLAIM_UNLISTED, (*values, account, m.to_number,
+                                            credential)).rowcount == 1:
+                return Claim(message_id=m.id, claimed=True, claimed_until=m.claimed_until,
+                             suppressed=False)
+            found = self._claimed(db, m.claim_key)
+            if found is not None:
+                return found
+        if db.execute(_CLAIM, values).rowcount == 1:
+            return Claim(message_id=m.id, claimed=True, claimed_until=m.claimed_until,
+                         suppressed=None if suppression is None else True)
+        return self._claimed(db, m.claim_key)
+
+    @staticmethod
+    def _claimed(db: sqlite3.Connection, claim_key: str | None) -> Claim | None:
+        """The claim already made for `claim_key`, or None (there is none)."""
         found = db.execute(f"SELECT id, {_CLAIM_STATE} FROM messages WHERE claim_key = ?",
-                           (m.claim_key,)).fetchone()
+                           (claim_key,)).fetchone()
         return None if found is None else _claim(found[0], found[1:])
 
     async def poll_claim(self, message_id: str) -> Claim | None:

@@ -118,5 +118,27 @@ async def test_a_claim_asked_about_suppression_agrees_with_is_suppressed(store: 
                                   ("twilio:AC1", credential))
         assert claim.claimed
         listed = await store.is_suppressed("twilio:AC1", number, credential)
-        assert claim.suppressed in (None, listed)  # None: the store left it to the sender
+        # Both stores answer with the claim (no read of its own on the send's path, #11).
+        assert claim.suppressed is listed, (number, credential)
     assert (await store.claim(new("s9"), NOW)).suppressed is None  # not asked
+
+
+async def test_a_listed_recipient_is_still_claimed_once_per_request_id(store: Store) -> None:
+    """Asking about suppression changes nothing about who owns a request_id: a listed
+    recipient's message is claimed (and then refused by the sender), and its repeat, listed or
+    not by then, is the same claim's repeat."""
+    await store.suppress("twilio:AC1", "+447911123456", "STOP", "21610", NOW, "")
+    asked = ("twilio:AC1", "cred-a")
+    first = await store.claim(new("listed"), NOW, asked)
+    assert first.claimed and first.suppressed is True
+    assert await store.message(first.message_id) is not None
+    repeat = await store.claim(new("listed"), NOW, asked)
+    assert not repeat.claimed and repeat.message_id == first.message_id
+    assert await store.unsuppress("twilio:AC1", "+447911123456")
+    again = await store.claim(new("listed"), NOW, asked)
+    assert not again.claimed and again.message_id == first.message_id
+    # Without a request_id there is nothing to repeat: each is a claim of its own.
+    await store.suppress("twilio:AC1", "+447911123456", "STOP", "21610", NOW, "cred-a")
+    lone = [await store.claim(new(None), NOW, asked) for _ in range(2)]
+    assert all(c.claimed and c.suppressed is True for c in lone)
+    assert lone[0].message_id != lone[1].message_id
