@@ -17,6 +17,10 @@ _NUMBER: Final = re.compile(r"(?<![\w.])(?:\+|00)?[1-9][0-9]{6,14}(?![\w.])")
 _SECRET_KEYS: Final = re.compile(r"token|secret|password|authorization|api[-_]?key|auth", re.IGNORECASE)
 _LEVELS: Final = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
                   "error": logging.ERROR}
+# Whether configure() let info lines through (True until it says otherwise). The lines every
+# message writes test it first: a dropped line then costs neither its fields nor the three
+# Python calls structlog's lazy logger makes to drop it (#11).
+info_enabled = True
 
 
 def mask_numbers(text: str) -> str:
@@ -46,6 +50,8 @@ class _Stderr:
 
 
 def configure(level: str = "info", fmt: str = "auto") -> None:
+    global info_enabled
+    info_enabled = _LEVELS[level] <= logging.INFO
     renderer: Any
     if fmt == "console" or (fmt == "auto" and sys.stderr.isatty()):
         renderer = structlog.dev.ConsoleRenderer()

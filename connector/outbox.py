@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import msgspec
 import structlog
 
-from connector import http, metrics, mms, msisdn
+from connector import http, logs, metrics, mms, msisdn
 from connector.errors import ConnectorError
 from connector.http import HttpClient
 from connector.model import REPORT_STATUS, ReportEvent, Status, StatusUpdate
@@ -398,9 +398,10 @@ class Dispatcher:
             results = [(item.id, attempt, None) for item in items]
             dead = len(items) if outcome == "dead" else 0
         _count(outcome, len(items), dead)
-        log.info("report_attempt", url_host=_host(url), events=len(items),
-                 status_code=status, outcome=outcome, error=error,
-                 ms=round((time.time() - started) * 1000, 1))
+        if logs.info_enabled:
+            log.info("report_attempt", url_host=_host(url), events=len(items),
+                     status_code=status, outcome=outcome, error=error,
+                     ms=round((time.time() - started) * 1000, 1))
         return results
 
     def _retries(self, items: list[LeasedReport], attempt: ReportAttempt,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -12,8 +14,10 @@ from typing import Any
 
 import msgspec
 import pytest
+import structlog
 from prometheus_client import REGISTRY
 
+from connector import logs
 from connector.errors import StoreUnavailable
 from connector.http import HttpClient
 from connector.model import Status, StatusUpdate
@@ -468,3 +472,32 @@ async def test_a_busy_url_freed_sends_one_lease_not_one_per_post_ever_after(
     finally:
         dispatcher.stop()
         await task
+
+
+@pytest.mark.parametrize(("level", "written"), [("info", True), ("warning", False)])
+async def test_the_report_attempt_line_follows_the_configured_level(
+        parts: tuple[SqliteStore, Dispatcher], receiver: ReportReceiver,
+        monkeypatch: pytest.MonkeyPatch, level: str, written: bool) -> None:
+    """A line every report POST writes is built only when its level lets it through
+    (logs.info_enabled, set by logs.configure): at warning none is written, and at info each
+    POST has its line with the receiver's host and the number of events."""
+    store, dispatcher = parts
+    monkeypatch.setattr(logs, "info_enabled", logs.info_enabled)  # restored after the test
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    logs.configure(level, "json")
+    try:
+        for n in range(2):
+            await delivered(store, dispatcher, receiver.url("log"), f"log{n}")
+        await drain(dispatcher)
+    finally:
+        structlog.reset_defaults()
+    assert len(receiver.events) == 2
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()
+             if '"report_attempt"' in line]
+    assert logs.info_enabled is written
+    if written:
+        assert lines and all(line["url_host"] == "127.0.0.1" for line in lines)
+        assert sum(line["events"] for line in lines) == 2
+    else:
+        assert lines == []

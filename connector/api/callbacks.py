@@ -19,7 +19,7 @@ import structlog
 from starlette.requests import Request
 from starlette.types import Receive, Scope
 
-from connector import metrics
+from connector import logs, metrics
 from connector.api.send import Answer, receive_body
 from connector.errors import BadRequest, InvalidSignature
 from connector.model import TERMINAL, Applied, Status, StatusUpdate
@@ -240,8 +240,9 @@ async def _status(scope: Scope, receive: Receive, services: Services, vendor: Ve
         else:
             applied = await store.apply_status(message_id, update, now, report, seen=row)
         metrics.CALLBACKS.labels(vendor.name, str(applied)).inc()
-        log.info("callback_applied", status=str(update.status), part=update.part_id,
-                 result=str(applied))
+        if logs.info_enabled:
+            log.info("callback_applied", status=str(update.status), part=update.part_id,
+                     result=str(applied))
         if applied is Applied.APPLIED and report.built:
             report.written()
         if acts_on(services, update, applied):
