@@ -132,7 +132,7 @@ REFERENCE: Final[tuple[Setting, ...]] = (
     Setting("CONNECTOR_AMBIGUOUS_AFTER", "3600", "seconds after which an ambiguous send with no "
             "vendor callback is reported `failed` with code `ambiguous`"),
     Setting("CONNECTOR_REPORT_BATCH", "100", "most events in one report POST"),
-    Setting("CONNECTOR_REPORT_LINGER", "0.05", "seconds the dispatcher waits to fill a batch"),
+    Setting("CONNECTOR_REPORT_LINGER", "0.25", "seconds the dispatcher waits to fill a batch"),
     Setting("CONNECTOR_REPORT_HORIZON", "86400", "seconds a report is retried before dead-letter"),
     Setting("CONNECTOR_REPORT_TIMEOUT", "10", "seconds for one report POST"),
     Setting("CONNECTOR_REPORT_BACKOFF", "1", "first retry delay in seconds (doubles, with jitter)"),
@@ -191,7 +191,7 @@ class Settings:
     ambiguous_policy: Literal["at_most_once", "at_least_once"] = "at_most_once"
     ambiguous_after: float = 3600.0
     report_batch: int = 100
-    report_linger: float = 0.05
+    report_linger: float = 0.25
     report_horizon: float = 86400.0
     report_timeout: float = 10.0
     report_backoff: float = 1.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import sys
@@ -501,3 +502,23 @@ async def test_the_report_attempt_line_follows_the_configured_level(
         assert sum(line["events"] for line in lines) == 2
     else:
         assert lines == []
+
+
+@pytest.mark.parametrize("linger", [0.0, 1.0])
+async def test_reports_ready_within_the_linger_share_one_post(
+        parts: tuple[SqliteStore, Dispatcher], receiver: ReportReceiver, linger: float) -> None:
+    """CONNECTOR_REPORT_LINGER: an idle dispatcher woken by a report waits that long for
+    others to the same URL, which then go in the same POST; with 0 each goes at once."""
+    store, dispatcher = parts
+    dispatcher.settings = dataclasses.replace(dispatcher.settings, report_linger=linger)
+    task = await _running(dispatcher)
+    try:
+        await _handed(store, dispatcher, receiver.url("a"), "first")
+        await asyncio.sleep(0.1)  # well inside the linger; long after a POST started at once
+        await _handed(store, dispatcher, receiver.url("a"), "second")
+        await _until(lambda: len(receiver.events) == 2)
+        assert [len(post.events) for post in receiver.posts] == ([2] if linger else [1, 1])
+    finally:
+        dispatcher.stop()
+        await task
+
