@@ -7,6 +7,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from starlette.requests import ClientDisconnect
 
 from connector.api.callbacks import MAX_FIELDS, _fields, _headers
@@ -23,6 +25,14 @@ FORMS = [
 
 @pytest.mark.parametrize("text", FORMS)
 def test_fields_read_as_parse_qsl_reads_them(text: str) -> None:
+    assert _fields(text, "body") == parse_qsl(text, keep_blank_values=True,
+                                              max_num_fields=MAX_FIELDS)
+
+
+@given(st.text(alphabet="%+=&;aZ09fF \u00e9\u20ac\x00", max_size=40))
+def test_any_form_reads_as_parse_qsl_reads_it(text: str) -> None:
+    """Percent escapes whole, cut short or not hex, `+`, ASCII and other text side by side:
+    the fields (and their unquoting, which skips urllib's for ASCII) are parse_qsl's."""
     assert _fields(text, "body") == parse_qsl(text, keep_blank_values=True,
                                               max_num_fields=MAX_FIELDS)
 

@@ -13,7 +13,7 @@ import functools
 import hmac
 import time
 from typing import Any, Final
-from urllib.parse import unquote_plus
+from urllib.parse import unquote, unquote_to_bytes
 
 import structlog
 from starlette.requests import Request
@@ -130,11 +130,22 @@ def _fields(text: str, what: str) -> list[tuple[str, str]]:
         name, _, value = field.partition("=")
         if "%" in field or "+" in field:
             if "%" in name or "+" in name:
-                name = unquote_plus(name, errors="replace")
+                name = _unquote_plus(name)
             if "%" in value or "+" in value:
-                value = unquote_plus(value, errors="replace")
+                value = _unquote_plus(value)
         fields.append((name, value))
     return fields
+
+
+def _unquote_plus(text: str) -> str:
+    """`unquote_plus(text, errors="replace")`. For ASCII text, what a vendor sends (a `+` of
+    an E.164 number as %2B), that is the UTF-8 decoding of unquote_to_bytes: unquote itself
+    gets there through a regular expression that splits ASCII from other text, about 17,000
+    instructions a field against 9,500 (#11)."""
+    text = text.replace("+", " ")
+    if not text.isascii():
+        return unquote(text, errors="replace")
+    return unquote_to_bytes(text).decode("utf-8", "replace")
 
 
 def _headers(scope: Any) -> dict[str, str]:
