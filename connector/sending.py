@@ -114,6 +114,10 @@ class Sender:
             outcome = await self._call(vendor, config, message, text, tenant, suppressed)
             if await self.store.record_outcome(message.id, outcome, time.time(), self.report,
                                                owner):
+                if outcome.vendor_message_id and self.recent.get(message.id) is not None:
+                    # Its callbacks' status writes may leave the vendor id alone.
+                    self.recent.remember(message.id, SentVia(
+                        message.vendor, message.sealed_settings, vendor_id_stored=True))
                 return outcome.response
         finally:
             done.set()

@@ -82,6 +82,29 @@ async def test_a_message_sent_here_verifies_its_callbacks_without_a_read(
         assert running.services.recent.get(message_id) is None
 
 
+async def test_the_answer_marks_the_entry_and_its_callback_writes_with_that_hint(
+        started: Started, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """Once the send's answer (with the vendor's id) is recorded, the entry says so, and the
+    message's status callbacks tell the store the row likely holds that id (Store.advance's
+    `known_id`, which lets SQLite leave the column and its index alone)."""
+    async with started() as running:
+        message_id, url = await _sent(running)
+        via = running.services.recent.get(message_id)
+        assert via is not None and via.vendor_id_stored
+        hints: list[bool] = []
+        real = running.services.store.advance
+
+        async def spied(*args: Any, known_id: bool = False) -> Any:
+            hints.append(known_id)
+            return await real(*args, known_id=known_id)
+
+        monkeypatch.setattr(running.services.store, "advance", spied)
+        assert await _callback(running.services, url, "sent") == 204
+        assert hints == [True]
+        row = await running.services.store.message(message_id)
+        assert row is not None and row.status is Status.SENT and row.vendor_message_id == SID
+
+
 async def test_a_cached_message_never_skips_verification(
         started: Started) -> None:  # noqa: F811
     async with started() as running:

@@ -223,7 +223,7 @@ async def _status(scope: Scope, receive: Receive, services: Services, vendor: Ve
     except RecursionError:  # msgspec's answer to JSON nested deeper than it will follow
         raise BadRequest("callback body is nested too deeply") from None
     # Parsing reads only; nothing is applied until every message involved is verified.
-    pending: list[tuple[str, MessageRow | None, StatusUpdate]] = []
+    pending: list[tuple[str, MessageRow | None, StatusUpdate, bool]] = []
     verified: set[str] = set()
     for update in updates:
         found = await _message_for(services, vendor, token_id, update)
@@ -237,15 +237,15 @@ async def _status(scope: Scope, receive: Receive, services: Services, vendor: Ve
         if message_id not in verified:
             vendor.verify(callback, services.box.open(via.sealed_settings) or {})
             verified.add(message_id)
-        pending.append((message_id, row, update))
+        pending.append((message_id, row, update, via.vendor_id_stored))
     now = time.time()
     report = _Reports(services.report, services.dispatcher)
     store = services.store
-    for message_id, row, update in pending:
+    for message_id, row, update, known_id in pending:
         structlog.contextvars.bind_contextvars(message_id=message_id)
         if update.part_id is None:
             # One conditional write: the row is read back only for a report (issue #11).
-            applied = await store.advance(message_id, update, now, report)
+            applied = await store.advance(message_id, update, now, report, known_id=known_id)
             if applied is Applied.APPLIED and update.status in TERMINAL:
                 services.recent.forget(message_id)  # its callbacks are, but for repeats, over
         else:

@@ -218,6 +218,9 @@ class SentVia(msgspec.Struct, frozen=True):
 
     vendor: str
     sealed_settings: bytes
+    # The send's answer was recorded with the vendor's message id, so the row most likely
+    # holds it (Store.advance's `known_id`, a hint). False when that is not known here.
+    vendor_id_stored: bool = False
 
     def __repr__(self) -> str:
         return f"SentVia({self.vendor!r}, <sealed>)"
@@ -279,11 +282,16 @@ class Store(Protocol):
         without locking first, when the row has not changed since (it must check)."""
 
     async def advance(self, message_id: str, update: StatusUpdate, now: float,
-                      report: ReportBuilder) -> Applied:
+                      report: ReportBuilder, *, known_id: bool = False) -> Applied:
         """apply_status for a whole-message update (no `part_id`) without reading the row
         first where the store can: one conditional write that stamps the row in SQL as
         sqlite.stamped() does, reading back what the report needs only when `report` may
-        report the new status (may_report). Same results, report and atomicity."""
+        report the new status (may_report). Same results, report and atomicity.
+
+        `known_id`: the row most likely holds a vendor message id already (the send's answer
+        wrote one, SentVia.vendor_id_stored), which no status replaces: a store may then try
+        a write that leaves that column alone first. Results are the same either way.
+        """
 
     async def sent_via(self, message_id: str) -> SentVia | None:
         """The message's vendor and sealed settings alone (None: no such message)."""

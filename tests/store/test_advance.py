@@ -97,6 +97,13 @@ async def test_advance_stamps_in_sql_what_stamped_computes(
     again = await store.message(other.id)
     assert again is not None and after is not None
     assert {k: getattr(again, k) for k in _COLUMNS} == {k: getattr(after, k) for k in _COLUMNS}
+    # And advance told the row likely holds its vendor id (a hint, right or wrong here).
+    hinted = await twin(store, values)
+    assert await store.advance(hinted.id, update, NOW, Recording(reports),
+                               known_id=True) is applied
+    third = await store.message(hinted.id)
+    assert third is not None
+    assert {k: getattr(third, k) for k in _COLUMNS} == {k: getattr(after, k) for k in _COLUMNS}
 
 
 async def test_advance_on_an_unknown_message_changes_nothing(store: Store) -> None:
