@@ -57,6 +57,19 @@ def test_connector_ids_get_compact_tokens_that_fit_vonage_callbacks() -> None:
     assert len(f"{public}/callbacks/vonage/status?m={token}") <= 100
 
 
+def test_a_compact_token_is_the_unpadded_base64url_of_the_id_and_its_mac() -> None:
+    """The token's spelling is fixed (vendors store the callback URL; a process of the
+    previous release reads it): the id's 16 bytes, then the MAC's 8, each base64url without
+    padding. Checked against base64 itself over random ids (their encodings use - and _)."""
+    tokens = CallbackTokens("deployment-secret")
+    for _ in range(200):
+        message_id = new_message_id()
+        raw = bytes.fromhex(message_id)
+        mac = tokens._mac(raw)
+        expected = b"".join(base64.urlsafe_b64encode(part).rstrip(b"=") for part in (raw, mac))
+        assert tokens.sign(message_id) == expected.decode()
+
+
 def test_a_compact_token_has_one_spelling() -> None:
     tokens = CallbackTokens("deployment-secret")
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
