@@ -7,7 +7,6 @@ import contextlib
 import contextvars
 import gc
 import hmac
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
@@ -21,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from connector import metrics
+from connector import logs, metrics
 from connector.api import callbacks, deadletters, health, inbound, mms, operator, verify
 from connector.api import send as send_api  # `send` is the ASGI callable's name here
 from connector.api.send import Answer
@@ -32,7 +31,6 @@ from connector.settings import Settings
 log = structlog.get_logger("connector.http")
 
 _INTERNAL = ConnectorError("unexpected error; it has been logged")
-_UNSET: Final = object()
 # Set once a request has run in this context. The server starts each request in a task of
 # its own, from a context nothing was bound in, so the log context needs clearing only where
 # one context serves a second request (an ASGI client calling the app in its own task):
@@ -140,18 +138,6 @@ class Front:
         # REQUESTS' child by its labels: labels() validates and locks on every call (#11).
         # The same child it would return; as many as the metric itself has.
         self._counters: dict[tuple[str, str, int], Any] = {}
-        self._line: Any = _UNSET
-
-    def _request_line(self) -> Any:
-        """What writes the request line: `log.info`, or None when the level drops it. Once
-        structlog caches its loggers on first use (logs.configure), the logger is fixed, so
-        it is looked up once and a dropped line costs no call (#11); otherwise every time."""
-        if not structlog.get_config()["cache_logger_on_first_use"]:
-            return log.info
-        bound = log.bind()
-        enabled = getattr(bound, "is_enabled_for", None)
-        self._line = bound.info if enabled is None or enabled(logging.INFO) else None
-        return self._line
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -186,10 +172,9 @@ class Front:
                 counter = metrics.REQUESTS.labels(route, method, str(status))
                 self._counters[(route, method, status)] = counter
             counter.inc()
-            line = self._line if self._line is not _UNSET else self._request_line()
-            if line is not None:
-                line("request", method=method, path=path, status=status,
-                     ms=round((time.perf_counter() - started) * 1000, 2))
+            if logs.info_enabled:  # a dropped line costs no call (#11)
+                log.info("request", method=method, path=path, status=status,
+                         ms=round((time.perf_counter() - started) * 1000, 2))
 
     async def _answer_raw(self, endpoint: RawEndpoint, scope: Scope, receive: Receive,
                           send: Send) -> int:

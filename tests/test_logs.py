@@ -19,6 +19,7 @@ def test_lines_follow_a_replaced_stderr_and_a_closed_one_is_never_written(
         monkeypatch: pytest.MonkeyPatch) -> None:
     first = io.StringIO()
     monkeypatch.setattr(sys, "stderr", first)
+    monkeypatch.setattr(logs, "info_enabled", logs.info_enabled)  # restored after the test
     logs.configure("info", "json")
     try:
         structlog.get_logger("t").warning("one")
@@ -34,10 +35,11 @@ def test_lines_follow_a_replaced_stderr_and_a_closed_one_is_never_written(
 @pytest.mark.parametrize(("level", "written"), [("info", True), ("warning", False)])
 async def test_the_request_line_follows_the_configured_level(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, level: str, written: bool) -> None:
-    """Front looks the request line's logger up once (structlog caches it on first use
-    too): at info every request has its line, at warning none."""
+    """Front writes the request line as logs.configure's level says (logs.info_enabled, as
+    the lines every message writes): at info every request has its line, at warning none."""
     stream = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stream)
+    monkeypatch.setattr(logs, "info_enabled", logs.info_enabled)  # restored after the test
     logs.configure(level, "json")
     monkeypatch.setattr(app_module, "log", structlog.get_logger("connector.http"))  # unbound
     try:
