@@ -123,14 +123,15 @@ _CLAIM_COLUMNS: Final = (
 )
 _CLAIM_VALUES: Final = "?,?,?,?,?,?,?,?,?,?,'pending',?,?,?,?,?"
 _CLAIM: Final = f"{_CLAIM_COLUMNS}VALUES ({_CLAIM_VALUES}) ON CONFLICT (claim_key) DO NOTHING"
-# The same, adding nothing while the recipient is on the tenant's suppression list (under its
-# credential, or under any: ''). The number's one or two entries are found by the key's
-# prefix and filtered: with the `+`, `IN` is two comparisons, not a temporary table (as
-# `credential IN (?, '')` and `credential = ? OR credential = ''` are) for the key to search.
+# A recipient on a tenant's suppression list: under its credential, or under any (''). The
+# number's one or two entries are found by the key's prefix and filtered: with the `+`, `IN`
+# is two comparisons, not a temporary table (as `credential IN (?, '')` and `credential = ?
+# OR credential = ''` are) for the key to search.
+_LISTED: Final = "account = ? AND number = ? AND +credential IN (?, '')"
+# The claim, adding nothing while the recipient is listed.
 _CLAIM_UNLISTED: Final = (
     f"{_CLAIM_COLUMNS}SELECT {_CLAIM_VALUES} WHERE NOT EXISTS (SELECT 1 FROM suppressions "
-    "WHERE account = ? AND number = ? AND +credential IN (?, '')) "
-    "ON CONFLICT (claim_key) DO NOTHING"
+    f"WHERE {_LISTED}) ON CONFLICT (claim_key) DO NOTHING"
 )
 
 
@@ -952,11 +953,9 @@ class SqliteStore:
 
     async def is_suppressed(self, account: str, number: str, credential: str = "") -> bool:
         with self._errors() as db:
-            # The entries for the number, compared here: `credential IN (?, '')` would cost
-            # SQLite a temporary table on every send (a number has one or two entries at most).
-            found = db.execute("SELECT credential FROM suppressions WHERE account = ? "
-                               "AND number = ?", (account, number)).fetchall()
-        return any(row[0] in (credential, "") for row in found)
+            found = db.execute(f"SELECT 1 FROM suppressions WHERE {_LISTED}",
+                               (account, number, credential)).fetchone()
+        return found is not None
 
     async def suppressions(self, account: str | None, limit: int, offset: int
                            ) -> list[Suppression]:
