@@ -12,7 +12,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import httpx
 
 from tests.fakes.receiver import ReportReceiver
 from tests.fakes.twilio import FakeTwilio
+from tests.ports import listen_port
 
 SID = "AC" + "1" * 32
 TOKEN = "image-check-token-" + "k" * 16
@@ -30,12 +30,6 @@ REPORT_SECRET = "image-check-report-secret-" + "r" * 16
 
 class CheckFailed(Exception):
     """One step of the check failed; the message says which and why."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def image_config(buildah: list[str], image: str) -> dict[str, Any]:
@@ -112,7 +106,7 @@ def check(buildah: list[str], image: str, container: str, timeout: float) -> Non
         raise CheckFailed(f"image command/user: {config.get('Cmd')!r} as {config.get('User')!r}")
     if "/var/lib/connector" not in (config.get("Volumes") or {}):
         raise CheckFailed(f"/var/lib/connector is not a declared volume: {config.get('Volumes')!r}")
-    port = free_port()
+    port = listen_port()
     env = {"CONNECTOR_PORT": str(port), "CONNECTOR_PUBLIC_URL": f"http://127.0.0.1:{port}",
            "CONNECTOR_REPORT_SECRET": REPORT_SECRET, "CONNECTOR_ALLOW_PRIVATE_NETWORKS": "1",
            "CONNECTOR_ALLOW_HTTP": "1", "CONNECTOR_VENDOR_HOSTS": "127.0.0.1",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,16 +20,11 @@ import pytest
 from tests.fakes.receiver import ReportReceiver
 from tests.fakes.twilio import FakeTwilio
 from tests.openapi_check import assert_conforms, assert_report_conforms
+from tests.ports import listen_port
 
 SID = "AC" + "0123456789abcdef" * 2
 TOKEN = "twilio-auth-token-" + "s3cr3t" * 3
 REPORT_SECRET = "report-secret-" + "x" * 32
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Connector:
@@ -40,7 +34,7 @@ class Connector:
                  args: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
         self.args = args
-        self.port = free_port()
+        self.port = listen_port()
         self.command = command
         self.env = {
             **os.environ,
@@ -63,17 +57,32 @@ class Connector:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> Connector:
+    def start(self, attempts: int = 3) -> Connector:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "connector.cli", self.command, *self.args], env=self.env,
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-        log.close()
-        if self.command == "serve":
-            self._wait_ready()
-        return self
+        for attempt in range(1, attempts + 1):
+            log = self.log_path.open("ab")
+            written = log.tell()
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "connector.cli", self.command, *self.args], env=self.env,
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+            log.close()
+            if self.command != "serve":
+                return self
+            try:
+                self._wait_ready()
+                return self
+            except AssertionError:
+                # Another listener took the port after it was chosen: drop that try's lines
+                # and go again on a new port. Anything else is the test's to see.
+                taken = b"address already in use" in self.log_path.read_bytes()[written:]
+                if attempt == attempts or not taken:
+                    raise
+                self.process = None
+                os.truncate(self.log_path, written)
+                self.port = listen_port()
+                self.env["CONNECTOR_PORT"] = str(self.port)
+        raise AssertionError("unreachable")
 
     def _wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout

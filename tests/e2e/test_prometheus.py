@@ -15,7 +15,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import Connector, free_port, headers, send_body
+from tests.e2e.conftest import Connector, headers, send_body
 from tests.fakes.receiver import ReportReceiver
 from tests.fakes.twilio import FakeTwilio
 from tests.monitoring.expressions import (
@@ -24,6 +24,7 @@ from tests.monitoring.expressions import (
     dashboard_expressions,
     series_names,
 )
+from tests.ports import listen_port
 
 pytestmark = pytest.mark.e2e
 WAIT = 40.0  # seconds: the bound on every wait below
@@ -37,7 +38,7 @@ class Prometheus:
     def __init__(self, root: Path, target: str) -> None:
         binary = shutil.which("prometheus")
         assert binary, "prometheus is missing: apt-get install prometheus (.ci/run does)"
-        self.port = free_port()
+        self.port = listen_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = root / "prometheus.yml"
         config.write_text(yaml.safe_dump({
