@@ -391,3 +391,33 @@ async def test_services_pick_the_buckets_and_the_sender_uses_them(
     assert isinstance(services.throttle.buckets, chosen)
     assert services.sender.throttle is services.throttle
     await services.throttle.close()
+
+
+async def test_the_store_purge_forgets_idle_buckets_and_keeps_live_and_paused_ones(
+        pg_url: str) -> None:
+    store = PostgresStore(pg_url, min_size=1, max_size=2)
+    await store.open()
+    try:
+        buckets = PgBuckets(store)
+        tag = uuid.uuid4().hex
+        idle, busy, paused = f"idle-{tag}", f"busy-{tag}", f"paused-{tag}"
+        for account in (idle, busy, paused):
+            assert await buckets.take(account, 1.0, 1.0, 1.0) == (0.0, False)
+        await buckets.pause(paused, 3600)
+        week = 7 * 86400.0
+        async with store.connection() as conn:
+            await conn.execute("UPDATE throttle_buckets SET updated_at = updated_at - $2 "
+                               "WHERE account = ANY($1::text[])", [idle, paused], week)
+        await store.purge(time.time() - week / 2)
+        async with store.connection() as conn:
+            kept = {r[0] for r in await conn.fetch(
+                "SELECT account FROM throttle_buckets WHERE account LIKE $1", f"%-{tag}")}
+        assert kept == {busy, paused}
+        # Forgotten means full again, which is what a week's idling had made it.
+        assert await buckets.take(idle, 1.0, 1.0, 1.0) == (0.0, False)
+        wait, still_paused = await buckets.take(paused, 1.0, 1.0, 1.0)
+        assert still_paused and wait > 3000
+        wait, _ = await buckets.take(busy, 1.0, 1.0, 1.0)
+        assert wait > 0, "the busy bucket kept its spent token"
+    finally:
+        await store.close()

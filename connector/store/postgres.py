@@ -44,6 +44,7 @@ from connector.store.sqlite import (
     stamped,
     unapplied,
 )
+from connector.throttle import postgres as throttle_pg
 
 Conn: TypeAlias = Connection
 # Named as MessageRow's fields, so a row converts by keyword; then custom_data's exact copy
@@ -926,7 +927,10 @@ class PostgresStore:
             return int(await conn.fetchval(statement, *params))
 
     async def purge(self, before: float) -> int:
-        """Forget messages created before `before` whose reports are finished, in batches."""
+        """Forget messages created before `before` whose reports are finished, in batches,
+        and the throttle buckets idle since then."""
+        async with self._conn() as conn:
+            await conn.execute(throttle_pg.PRUNE, before)
         removed = 0
         while True:
             # One short transaction per batch: no long lock over a big table.

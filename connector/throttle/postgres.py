@@ -45,6 +45,11 @@ _PAUSE: Final = (
     "ON CONFLICT (account) DO UPDATE SET "
     "paused_until = GREATEST(b.paused_until, EXCLUDED.paused_until)"
 )
+# Buckets idle since `before` (the store's retention cutoff) and not paused: an idle bucket
+# is a full one, and a missing bucket starts full, so forgetting it changes no verdict. The
+# keys are whatever account and credential callers send, so without this the table grows
+# with every one ever seen. A cutoff days back makes the callers' clock good enough here.
+PRUNE: Final = "DELETE FROM throttle_buckets WHERE updated_at < $1 AND paused_until < $1"
 _PAUSED_NOW: Final = (
     f"WITH {_NOW} SELECT account, paused_until - now.t FROM throttle_buckets, now "
     "WHERE paused_until > now.t"
