@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from connector import errors
 from connector.app import create_app
+from connector.server import MAX_HEAD_BYTES, MAX_HEAD_FIELDS
 from connector.settings import Settings
 from connector.vendors import VENDORS
 from connector.vendors.twilio import ERROR_CODES as TWILIO_ERROR_CODES
@@ -115,6 +116,19 @@ def test_every_send_error_status_is_documented(spec: dict[str, Any]) -> None:
     documented = {int(code) for code in spec["paths"]["/sms/send"]["post"]["responses"]}
     assert statuses - documented == set()
     assert {200, 400, 401, 413, 422, 429, 502, 503, 504} <= documented
+
+
+HTTP_METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "options"})
+
+
+def test_every_operation_documents_the_servers_431_with_its_limits(spec: dict[str, Any]) -> None:
+    lacking = [f"{method.upper()} {path}" for path, item in spec["paths"].items()
+               for method, operation in item.items()
+               if method in HTTP_METHODS and "431" not in operation["responses"]]
+    assert lacking == [], "the HTTP server answers 431 on every route"
+    text = " ".join(spec["components"]["responses"]["HeadTooLarge"]["description"].split())
+    assert f"over {MAX_HEAD_BYTES} bytes" in text
+    assert f"more than {MAX_HEAD_FIELDS} header fields" in text
 
 
 # --- the checker can pass and can fail ---------------------------------------------------

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from connector.server import MAX_HEAD_FIELDS
 from tests.e2e.conftest import Connector
+from tests.openapi_check import assert_conforms
 from tests.raw_http import Client
 
 pytestmark = pytest.mark.e2e
@@ -33,3 +35,19 @@ def test_requests_on_one_connection_are_all_answered(connector: Connector) -> No
             status, headers, body = sock.answer()
             assert (status, body) == (b"HTTP/1.1 200 OK", b'{"status":"ok"}')
             assert headers[b"date"].endswith(b" GMT")
+
+
+@pytest.mark.parametrize("path", ["/sms/send", "/callbacks/twilio/status", "/healthz"])
+def test_a_head_over_the_limit_is_the_documented_431_on_any_route(
+        connector: Connector, path: str) -> None:
+    method = "GET" if path == "/healthz" else "POST"
+    fields = b"".join(b"x-%d: v\r\n" % n for n in range(MAX_HEAD_FIELDS + 1))
+    with Client(connector.port) as sock:
+        sock.sendall(b"%b %b HTTP/1.1\r\nhost: c\r\n%bcontent-length: 0\r\n\r\n"
+                     % (method.encode(), path.encode(), fields))
+        status, headers, body = sock.answer()
+        assert sock.closed()
+    code = int(status.split()[1])
+    assert code == 431
+    assert_conforms(method, connector.url + path, {}, b"", code,
+                    {k.decode(): v.decode() for k, v in headers.items()}, body)
