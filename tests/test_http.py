@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from urllib.parse import urlencode
 
 import pytest
@@ -16,8 +16,7 @@ from rich.pretty import pretty_repr
 from connector import http
 from connector.errors import AmbiguousOutcome, VendorRejected, VendorUnavailable
 from connector.http import HttpClient
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+from tests.tcp import Handler, TcpServer
 
 
 @pytest.fixture
@@ -28,10 +27,9 @@ async def client() -> AsyncIterator[HttpClient]:
     await http.close()
 
 
-async def serve(handler: Handler) -> tuple[asyncio.Server, str]:
-    server = await asyncio.start_server(handler, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    return server, f"http://127.0.0.1:{port}/x"
+async def serve(handler: Handler) -> tuple[TcpServer, str]:
+    server = await TcpServer(handler).start()
+    return server, f"http://127.0.0.1:{server.port}/x"
 
 
 def request(url: str) -> http.Request:

@@ -16,6 +16,7 @@ from connector.netcheck import (
     host_allowed,
     is_public,
 )
+from tests.tcp import TcpServer
 
 
 @pytest.mark.parametrize(("host", "patterns", "allowed"), [
@@ -130,7 +131,7 @@ async def test_the_connection_uses_the_checked_addresses_not_a_second_answer() -
     assert dns.asked == ["rebind.example"]
 
 
-async def listener() -> tuple[asyncio.Server, list[int]]:
+async def listener() -> tuple[TcpServer, list[int]]:
     accepted: list[int] = []
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -140,12 +141,12 @@ async def listener() -> tuple[asyncio.Server, list[int]]:
         await writer.drain()
         writer.close()
 
-    return await asyncio.start_server(answer, "127.0.0.1", 0), accepted
+    return await TcpServer(answer).start(), accepted
 
 
 async def test_a_rebinding_host_never_reaches_the_loopback_listener() -> None:
     server, accepted = await listener()
-    port = server.sockets[0].getsockname()[1]
+    port = server.port
     # ttl=0: the connection's own look-up comes after the check and answers loopback
     dns = FakeDns(["8.8.4.4"], ["127.0.0.1"])
     guard = AddressGuard(allow_private=False, allow_http=True, resolve=dns, ttl=0.0)
@@ -164,7 +165,7 @@ async def test_a_rebinding_host_never_reaches_the_loopback_listener() -> None:
 
 async def test_private_networks_allowed_still_connect_by_name() -> None:
     server, accepted = await listener()
-    port = server.sockets[0].getsockname()[1]
+    port = server.port
     guard = AddressGuard(allow_private=True, allow_http=True, resolve=FakeDns(["127.0.0.1"]))
     http = HttpClient(pin=guard.addresses)
     url = f"http://receiver.test:{port}/r"

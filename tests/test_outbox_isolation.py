@@ -13,6 +13,7 @@ from connector.netcheck import AddressGuard
 from connector.outbox import Dispatcher
 from connector.store.sqlite import SqliteStore
 from tests.fakes.receiver import ReportReceiver
+from tests.tcp import TcpServer
 from tests.test_netcheck import FakeDns
 from tests.test_outbox import delivered, drain, parts, receiver
 
@@ -83,11 +84,11 @@ class HungReceiver:
         self.requests = 0
         self.got_one = asyncio.Event()
         self.release = asyncio.Event()
-        self.server: asyncio.Server | None = None
+        self.server: TcpServer | None = None
 
     async def start(self) -> str:
-        self.server = await asyncio.start_server(self._hang, "127.0.0.1", 0)
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/hang"
+        self.server = await TcpServer(self._hang).start()
+        return f"http://127.0.0.1:{self.server.port}/hang"
 
     async def _hang(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
@@ -127,6 +128,6 @@ async def test_a_hung_receiver_does_not_delay_another_urls_reports(
         dispatcher.stop()
         await task
         assert hung.server is not None
-        hung.server.close()
+        await hung.server.stop()
     assert [e["custom_data"] for e in receiver.events] == ["good"]
 

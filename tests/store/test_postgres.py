@@ -17,6 +17,7 @@ from connector.model import Applied, Status, StatusUpdate
 from connector.store.postgres import PostgresStore
 from connector.store.schema_pg import MIGRATIONS_PG
 from tests.store.test_store import NOW, OK, new, report_all, report_none
+from tests.tcp import TcpServer
 
 
 class Outage:
@@ -27,8 +28,7 @@ class Outage:
         self.url = urlsplit(dsn)
         self.target = (self.url.hostname or "127.0.0.1", self.url.port or 5432)
         self.port = 0
-        self.server: asyncio.Server | None = None
-        self.writers: list[asyncio.StreamWriter] = []
+        self.server: TcpServer | None = None
         self.silent = False
 
     def dsn(self) -> str:
@@ -36,20 +36,16 @@ class Outage:
         return urlunsplit(self.url._replace(netloc=netloc))
 
     async def up(self) -> None:
-        self.server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
-        self.port = self.server.sockets[0].getsockname()[1]
+        self.server = await TcpServer(self._relay, self.port).start()
+        self.port = self.server.port
 
     async def down(self) -> None:
+        """New connections are refused and every open one drops (its upstream with it)."""
         assert self.server is not None
-        self.server.close()  # new connections are refused
-        for writer in self.writers:  # and every open one drops
-            writer.transport.abort()
-        self.writers.clear()
-        await self.server.wait_closed()
+        await self.server.stop()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(*self.target)
-        self.writers += [writer, up_writer]
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(OSError):
