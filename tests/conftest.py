@@ -11,6 +11,7 @@ The files are per machine, as the cluster is.
 from __future__ import annotations
 
 import fcntl
+import gc
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,3 +35,12 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
             fcntl.flock(gate, fcntl.LOCK_UN)
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_after() -> Iterator[None]:
+    """A socket or transport a test leaks is found by the garbage collector at some later
+    moment, and its ResourceWarning (an error here) then fails whichever test is running:
+    collecting after each test pins the leak on the test that made it."""
+    yield
+    gc.collect()
