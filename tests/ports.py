@@ -15,6 +15,9 @@ import socket
 from pathlib import Path
 
 LOWEST = 10_000
+# Not the module's shared generator: a test tool that seeds it (hypothesis does, within a
+# test) would have every worker choose the same numbers.
+_CHOOSE = random.SystemRandom()
 
 
 def _ephemeral_start() -> int:
@@ -28,7 +31,7 @@ def listen_port() -> int:
     """A port below the ephemeral range that nothing listens on now."""
     highest = max(LOWEST + 1_000, _ephemeral_start()) - 1
     for _ in range(100):
-        port = random.randint(LOWEST, highest)
+        port = _CHOOSE.randint(LOWEST, highest)
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
