@@ -7,7 +7,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx
 import pytest
@@ -57,6 +57,10 @@ def _all_subclasses(cls: type[errors.ConnectorError]) -> Iterator[type[errors.Co
         yield from _all_subclasses(sub)
 
 
+# An OpenAPI path item's keys that name operations (the others are parameters, summary, ...).
+HTTP_METHODS: Final = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
 # --- the document itself ------------------------------------------------------------------
 
 
@@ -77,8 +81,7 @@ def test_every_route_is_documented_with_the_same_methods_and_vice_versa(
             methods.discard("HEAD")  # Starlette adds HEAD to every GET by itself
         # a convertor ({account:path}) is the same path parameter in the spec
         served[re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)] = {m.lower() for m in methods}
-    http_methods = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
-    documented = {path: {m for m in item if m in http_methods}
+    documented = {path: {m for m in item if m in HTTP_METHODS}
                   for path, item in spec["paths"].items()}
     assert documented == served
 
@@ -116,9 +119,6 @@ def test_every_send_error_status_is_documented(spec: dict[str, Any]) -> None:
     documented = {int(code) for code in spec["paths"]["/sms/send"]["post"]["responses"]}
     assert statuses - documented == set()
     assert {200, 400, 401, 413, 422, 429, 502, 503, 504} <= documented
-
-
-HTTP_METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "options"})
 
 
 def test_every_operation_documents_the_servers_431_with_its_limits(spec: dict[str, Any]) -> None:
