@@ -59,7 +59,8 @@ class Connector:
 
     def start(self, attempts: int = 3) -> Connector:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        for attempt in range(1, attempts + 1):
+        attempt = 1
+        while True:
             log = self.log_path.open("ab")
             written = log.tell()
             self.process = subprocess.Popen(
@@ -78,11 +79,11 @@ class Connector:
                 taken = b"address already in use" in self.log_path.read_bytes()[written:]
                 if attempt == attempts or not taken:
                     raise
+                attempt += 1
                 self.process = None
                 os.truncate(self.log_path, written)
                 self.port = listen_port()
                 self.env["CONNECTOR_PORT"] = str(self.port)
-        raise AssertionError("unreachable")
 
     def _wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
